@@ -1,0 +1,61 @@
+# The book's two commands are `make book` and `make test`; everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# One torch thread: on two busy cores, two threads ran several times slower than one.
+export OMP_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export MPLBACKEND := Agg
+
+.PHONY: help install book test lint unit notebooks build-check browser bench screenshots strip lock clean
+
+help:
+	@echo "make book    build the HTML book into _build/html (executes every chapter)"
+	@echo "make test    lint, unit tests, every notebook through nbval, the strict build, browser checks"
+	@echo "make bench   seconds per chapter and core operations per second"
+	@echo "make screenshots   full-page screenshots of every page into _build/screenshots"
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check lib tests scripts
+
+unit: $(STAMP)
+	$(BIN)/pytest tests -m "not browser" -q
+
+notebooks: $(STAMP)
+	$(BIN)/pytest --nbval-lax chapters -n 2 --dist loadfile -q
+
+browser: $(STAMP)
+	$(BIN)/pytest tests -m browser -q
+
+test: lint unit notebooks book browser
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py
+
+screenshots: $(STAMP)
+	$(BIN)/python scripts/screenshots.py
+
+strip: $(STAMP)
+	$(BIN)/nbstripout chapters/*.ipynb
+
+lock: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/'
+
+clean:
+	rm -rf _build

@@ -1,0 +1,88 @@
+"""Checks of the book's sources: notebook hygiene, the table of contents, pinned tools."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+
+
+def toc_files() -> list[str]:
+    """Every `file:` entry of _toc.yml, in order, without extension."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        for chapter in part.get("chapters", []):
+            files.append(chapter["file"])
+            files.extend(section["file"] for section in chapter.get("sections", []))
+    return files
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_notebook_is_committed_without_outputs(path: Path) -> None:
+    notebook = json.loads(path.read_text())
+    dirty = [
+        i
+        for i, cell in enumerate(notebook["cells"])
+        if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count"))
+    ]
+    assert not dirty, f"{path.name}: cells {dirty} carry outputs; run `make strip`"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_notebook_seeds_and_uses_udm(path: Path) -> None:
+    source = "\n".join(
+        "".join(cell["source"])
+        for cell in json.loads(path.read_text())["cells"]
+        if cell["cell_type"] == "code"
+    )
+    assert "import udm" in source or "from udm" in source, f"{path.name} does not use udm"
+    assert re.search(r"seed", source), f"{path.name} never fixes a random seed"
+
+
+def test_every_chapter_is_in_the_table_of_contents() -> None:
+    listed = set(toc_files())
+    for path in CHAPTERS:
+        assert f"chapters/{path.stem}" in listed, f"{path.name} is missing from _toc.yml"
+
+
+def test_every_toc_entry_exists() -> None:
+    for entry in toc_files():
+        assert any((ROOT / f"{entry}{ext}").exists() for ext in (".md", ".ipynb")), entry
+
+
+def test_chapters_are_numbered_in_reading_order() -> None:
+    chapter_entries = [f for f in toc_files() if f.startswith("chapters/")]
+    numbers = [int(Path(f).name.split("_", 1)[0]) for f in chapter_entries]
+    assert numbers == sorted(numbers), f"chapters out of order in _toc.yml: {chapter_entries}"
+
+
+def test_pins_the_tools_the_book_depends_on() -> None:
+    pins = dict(
+        line.split("==", 1)
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert pins["torch"] == "2.13.0", "torch must stay pinned to the CPU wheel on disk"
+    assert pins["jupyter-book"].startswith("1."), "Jupyter Book 2.x ignores _config.yml"
+    unpinned = [
+        line
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#") and "==" not in line
+    ]
+    assert not unpinned, f"unpinned requirements: {unpinned}"
+
+
+def test_config_serves_math_locally_and_fails_on_warnings() -> None:
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert "sphinx-mathjax-offline" in config["sphinx"]["extra_extensions"]
+    assert config["sphinx"]["config"]["nb_ipywidgets_js"] == {}, "widget JS would come from a CDN"
+    assert config["execute"]["execute_notebooks"] == "force"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "jupyter-book build . -W -n --keep-going" in makefile
