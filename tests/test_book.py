@@ -58,9 +58,14 @@ def test_every_toc_entry_exists() -> None:
 
 
 def test_chapters_are_numbered_in_reading_order() -> None:
-    chapter_entries = [f for f in toc_files() if f.startswith("chapters/")]
-    numbers = [int(Path(f).name.split("_", 1)[0]) for f in chapter_entries]
-    assert numbers == sorted(numbers), f"chapters out of order in _toc.yml: {chapter_entries}"
+    """Chapters are `NN_name`, appendices `aN_name` after them, each in order."""
+    names = [Path(f).name for f in toc_files() if f.startswith("chapters/")]
+    keys = []
+    for name in names:
+        prefix = name.split("_", 1)[0]
+        assert re.fullmatch(r"\d\d|a\d", prefix), f"{name}: expected NN_ or aN_ prefix"
+        keys.append((prefix.startswith("a"), int(prefix.lstrip("a"))))
+    assert keys == sorted(keys), f"chapters out of order in _toc.yml: {names}"
 
 
 def test_pins_the_tools_the_book_depends_on() -> None:
