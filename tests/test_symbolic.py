@@ -156,3 +156,17 @@ def test_assert_not_equal_cannot_decide_without_numbers():
     f = sp.Function("f")
     with pytest.raises(AssertionError, match="could not decide"):
         assert_not_equal(f(x), f(x) ** 2)
+
+
+def test_matrices_are_compared_entry_by_entry() -> None:
+    a, b = sp.symbols("a b", positive=True)
+    rotation = sp.Matrix([[a, -b], [b, a]])
+    assert_equal(rotation.T * rotation, (a**2 + b**2) * sp.eye(2), what="R^T R")
+    assert_equal(sp.zeros(2, 2), sp.zeros(2, 2))
+    with pytest.raises(AssertionError, match="the two sides differ"):
+        assert_equal(rotation * rotation, (a**2 + b**2) * sp.eye(2))
+    with pytest.raises(AssertionError, match="cannot compare shapes"):
+        assert_equal(sp.eye(2), sp.eye(3))
+    assert assert_not_equal(rotation, rotation.T) != 0
+    with pytest.raises(AssertionError, match="expected the two to differ"):
+        assert_not_equal(rotation, rotation)

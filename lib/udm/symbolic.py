@@ -112,22 +112,35 @@ def _prefix(what: str) -> str:
     return f"{what}: " if what else ""
 
 
+def _entry_pairs(lhs: sp.Expr, rhs: sp.Expr, what: str) -> list[tuple[sp.Expr, sp.Expr]]:
+    """Pair up the two sides entry by entry: one pair for scalars, one per entry for matrices."""
+    lhs, rhs = sp.sympify(lhs), sp.sympify(rhs)
+    lhs_is_matrix, rhs_is_matrix = isinstance(lhs, sp.MatrixBase), isinstance(rhs, sp.MatrixBase)
+    if not (lhs_is_matrix or rhs_is_matrix):
+        return [(lhs, rhs)]
+    if not (lhs_is_matrix and rhs_is_matrix) or lhs.shape != rhs.shape:
+        shapes = [getattr(side, "shape", "scalar") for side in (lhs, rhs)]
+        raise AssertionError(f"{_prefix(what)}cannot compare shapes {shapes[0]} and {shapes[1]}")
+    return list(zip(lhs, rhs, strict=True))
+
+
 def assert_equal(lhs: sp.Expr, rhs: sp.Expr, what: str = "") -> None:
     """Check the identity ``lhs == rhs`` symbolically; raise AssertionError if unproven.
 
     Passes when ``sympy.simplify(lhs - rhs)`` is 0, or when expanding, expanding logs
     or combining powers first gets it to 0 (none of these ignores the symbols'
-    assumptions). Otherwise the message shows both sides and the simplified difference.
-    ``what`` names the identity in that message.
+    assumptions). Matrices are compared entry by entry. Otherwise the message shows
+    both sides and the simplified difference. ``what`` names the identity in that message.
 
     Book: every derivation check.
     """
-    difference = _simplified_difference(lhs, rhs)
-    if difference != 0:
-        raise AssertionError(
-            f"{_prefix(what)}the two sides differ\n"
-            f"  lhs = {lhs}\n  rhs = {rhs}\n  simplify(lhs - rhs) = {difference}"
-        )
+    for left, right in _entry_pairs(lhs, rhs, what):
+        difference = _simplified_difference(left, right)
+        if difference != 0:
+            raise AssertionError(
+                f"{_prefix(what)}the two sides differ\n"
+                f"  lhs = {left}\n  rhs = {right}\n  simplify(lhs - rhs) = {difference}"
+            )
 
 
 def _differs_somewhere(difference: sp.Expr, wrong: sp.Expr, right: sp.Expr) -> bool | None:
@@ -158,28 +171,34 @@ def _differs_somewhere(difference: sp.Expr, wrong: sp.Expr, right: sp.Expr) -> b
 def assert_not_equal(wrong: sp.Expr, right: sp.Expr, what: str = "") -> sp.Expr:
     """Check that a "common mistake" ``wrong`` really differs from ``right``.
 
-    Returns the nonzero simplified difference ``wrong - right`` (handy to display).
-    Raises AssertionError when the two are equal: when simplification reaches 0, or,
-    if it cannot decide, when the difference vanishes at several random positive
-    rational values of the symbols (the book's symbols are mostly variances and
-    scales, so "differs" means "differs for positive values").
+    Returns the nonzero simplified difference ``wrong - right`` (handy to display; for
+    matrices, the first entry that differs). Raises AssertionError when the two are
+    equal: when simplification reaches 0, or, if it cannot decide, when the difference
+    vanishes at several random positive rational values of the symbols (the book's
+    symbols are mostly variances and scales, so "differs" means "differs for positive
+    values"). Matrices differ when any entry does.
 
     Book: every "Common mistake" box.
     """
     prefix = _prefix(what)
-    difference = _simplified_difference(wrong, right)
     shown = f"\n  wrong = {wrong}\n  right = {right}"
-    if difference == 0:
-        raise AssertionError(f"{prefix}expected the two to differ, but they are equal{shown}")
-    verdict = _differs_somewhere(difference, sp.sympify(wrong), sp.sympify(right))
-    if verdict is None:
-        raise AssertionError(
-            f"{prefix}could not decide: simplify(wrong - right) = {difference} is not 0, "
-            f"and it evaluates to no finite number at positive rational points{shown}"
-        )
-    if not verdict:
+    left_by_simplify = []
+    for left, right_entry in _entry_pairs(wrong, right, what):
+        difference = _simplified_difference(left, right_entry)
+        if difference == 0:
+            continue
+        verdict = _differs_somewhere(difference, left, right_entry)
+        if verdict is None:
+            raise AssertionError(
+                f"{prefix}could not decide: simplify(wrong - right) = {difference} is not 0, "
+                f"and it evaluates to no finite number at positive rational points{shown}"
+            )
+        if verdict:
+            return difference
+        left_by_simplify.append(difference)
+    if left_by_simplify:
         raise AssertionError(
             f"{prefix}expected the two to differ, but they agree at every test point "
-            f"(simplify left {difference}){shown}"
+            f"(simplify left {left_by_simplify[0]}){shown}"
         )
-    return difference
+    raise AssertionError(f"{prefix}expected the two to differ, but they are equal{shown}")
