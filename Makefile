@@ -8,9 +8,8 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
-export MPLBACKEND := Agg
 
-.PHONY: help install book test lint unit notebooks build-check browser bench screenshots strip lock clean
+.PHONY: help install book test lint unit notebooks browser bench screenshots strip lock clean
 
 help:
 	@echo "make book    build the HTML book into _build/html (executes every chapter)"
@@ -35,13 +34,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check lib tests scripts
 
 unit: $(STAMP)
-	$(BIN)/pytest tests -m "not browser" -q
+	$(BIN)/pytest tests --ignore=tests/browser -q
 
 notebooks: $(STAMP)
 	$(BIN)/pytest --nbval-lax chapters -n 2 --dist loadfile -q
 
 browser: $(STAMP)
-	$(BIN)/pytest tests -m browser -q
+	$(BIN)/pytest tests/browser -m browser -q -rs
 
 test: lint unit notebooks book browser
 
@@ -49,7 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
 
 screenshots: $(STAMP)
-	$(BIN)/python scripts/screenshots.py
+	$(BIN)/pytest tests/browser -m browser -q -k screenshot
 
 strip: $(STAMP)
 	$(BIN)/nbstripout chapters/*.ipynb
