@@ -144,7 +144,7 @@ def assert_equal(lhs: sp.Expr, rhs: sp.Expr, what: str = "") -> None:
 
 
 def _differs_somewhere(difference: sp.Expr, wrong: sp.Expr, right: sp.Expr) -> bool | None:
-    """Evaluate at seeded random positive rationals: True if nonzero somewhere.
+    """Evaluate at seeded random positive points: True if nonzero somewhere.
 
     Returns False if the difference vanishes at every point that evaluates to a finite
     number, None if no point does.
@@ -154,9 +154,11 @@ def _differs_somewhere(difference: sp.Expr, wrong: sp.Expr, right: sp.Expr) -> b
     symbols = sorted(set().union(*(e.free_symbols for e in expressions)), key=str)
     finite_points = 0
     for _ in range(6):
-        point = {s: sp.Rational(rng.randint(1, 40), rng.randint(1, 9)) for s in symbols}
+        # Floats, not exact rationals: substituting rationals into something like
+        # 17**(21381376*v) builds an enormous exact integer before evaluating it.
+        point = {s: sp.Float(rng.randint(1, 40) / rng.randint(1, 9), 30) for s in symbols}
         try:
-            values = [complex(sp.N(e.subs(point), 30)) for e in expressions]
+            values = [complex(e.evalf(30, subs=point)) for e in expressions]
         except (TypeError, ValueError):
             continue
         if not all(cmath.isfinite(v) for v in values):
@@ -174,7 +176,7 @@ def assert_not_equal(wrong: sp.Expr, right: sp.Expr, what: str = "") -> sp.Expr:
     Returns the nonzero simplified difference ``wrong - right`` (handy to display; for
     matrices, the first entry that differs). Raises AssertionError when the two are
     equal: when simplification reaches 0, or, if it cannot decide, when the difference
-    vanishes at several random positive rational values of the symbols (the book's
+    vanishes at several random positive values of the symbols (the book's
     symbols are mostly variances and scales, so "differs" means "differs for positive
     values"). Matrices differ when any entry does.
 
@@ -191,7 +193,7 @@ def assert_not_equal(wrong: sp.Expr, right: sp.Expr, what: str = "") -> sp.Expr:
         if verdict is None:
             raise AssertionError(
                 f"{prefix}could not decide: simplify(wrong - right) = {difference} is not 0, "
-                f"and it evaluates to no finite number at positive rational points{shown}"
+                f"and it evaluates to no finite number at positive points{shown}"
             )
         if verdict:
             return difference
