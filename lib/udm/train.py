@@ -131,7 +131,7 @@ def _as_tensor_tuple(data: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return tensors
 
 
-def _minibatch_indices(
+def minibatch_indices(
     n: int, batch_size: int, steps: int, generator: torch.Generator
 ) -> Iterator[Tensor]:
     """Yield ``steps`` index batches: shuffled epochs, each example at most once per epoch.
@@ -208,7 +208,7 @@ def train(
 
     losses: list[float] = []
     start = time.perf_counter()
-    indices = _minibatch_indices(n, batch_size, steps, generator)
+    indices = minibatch_indices(n, batch_size, steps, generator)
     with _progress_bar(steps, desc, enabled=progress) as bar:
         for step, idx in zip(bar, indices, strict=True):
             batch = tuple(t[idx.to(t.device)].to(device) for t in tensors)
