@@ -1,0 +1,134 @@
+"""Sample-quality metrics for 2-D toy data: sliced Wasserstein distance and mode coverage.
+
+Both compare a generated point cloud with data whose truth is known (see
+:mod:`udm.toy`), so a chapter can print one number next to the exact answer
+instead of asking the reader to judge a scatter plot.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from udm.validate import check_int_at_least, check_positive, check_tensor
+
+
+def _wasserstein2_squared_1d(x_sorted: torch.Tensor, y_sorted: torch.Tensor) -> torch.Tensor:
+    """Exact squared 2-Wasserstein distance between 1-D empirical measures, row by row.
+
+    ``x_sorted`` (P, N) and ``y_sorted`` (P, M) hold P pairs of sorted samples. In
+    1-D, W_2^2 = int_0^1 (F^{-1}(u) - G^{-1}(u))^2 du with F^{-1}, G^{-1} the
+    empirical quantile functions; both are constant between consecutive levels of
+    {i / N} and {j / M}, so the integral is a finite sum over the merged levels.
+    With N = M it reduces to the mean squared difference of the sorted samples.
+    """
+    n, m = x_sorted.shape[1], y_sorted.shape[1]
+    dtype, device = x_sorted.dtype, x_sorted.device
+    levels = torch.cat(
+        [
+            torch.arange(1, n + 1, dtype=dtype, device=device) / n,
+            torch.arange(1, m + 1, dtype=dtype, device=device) / m,
+        ]
+    ).sort().values
+    widths = torch.diff(levels, prepend=levels.new_zeros(1))
+    midpoints = levels - widths / 2
+    # Level u falls on sample floor(u N) (0-based). A level in both grids gives a
+    # zero-width interval whose midpoint may be u = 1: clamp keeps its index in range.
+    index_x = (midpoints * n).floor().long().clamp(max=n - 1)
+    index_y = (midpoints * m).floor().long().clamp(max=m - 1)
+    gaps = x_sorted[:, index_x] - y_sorted[:, index_y]
+    return (widths * gaps**2).sum(dim=1)
+
+
+def sliced_wasserstein(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_projections: int = 256,
+    generator: torch.Generator | None = None,
+) -> float:
+    r"""Sliced 2-Wasserstein distance between the point sets ``x`` (N, D) and ``y`` (M, D).
+
+    SW_2(x, y) = ( E_theta [ W_2^2(theta^T x, theta^T y) ] )^{1/2} with theta
+    uniform on the unit sphere, estimated with ``n_projections`` random directions
+    (drawn from ``generator``, so the result is deterministic given one). Each
+    1-D W_2 is exact for the two empirical measures; N and M may differ (their
+    quantile functions are compared). Computed in float64.
+
+    For two Gaussians that differ by a translation m, every slice is a translation
+    by theta^T m, so SW_2 = |m| sqrt(E[(theta_1)^2]) = |m| / sqrt(D).
+    """
+    check_tensor("x", x, shape=(None, None))
+    check_tensor("y", y, shape=(None, None))
+    if y.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"y must have the same dimension as x ({x.shape[1]}), got shape {tuple(y.shape)}"
+        )
+    check_int_at_least("x.shape[0]", x.shape[0], 1)
+    check_int_at_least("y.shape[0]", y.shape[0], 1)
+    check_int_at_least("n_projections", n_projections, 1)
+    directions = torch.randn(n_projections, x.shape[1], generator=generator, dtype=torch.float64)
+    directions = directions / directions.norm(dim=1, keepdim=True)
+    x_sorted = (directions @ x.to(torch.float64).T).sort(dim=1).values
+    y_sorted = (directions @ y.to(torch.float64).T).sort(dim=1).values
+    return math.sqrt(_wasserstein2_squared_1d(x_sorted, y_sorted).mean().item())
+
+
+@dataclass(frozen=True)
+class ModeCoverage:
+    """What :func:`mode_coverage` measured.
+
+    Attributes:
+        modes_covered: number of modes with at least ``min_count`` high-quality samples.
+        high_quality_fraction: share of all samples that are high quality.
+        counts: high-quality samples per mode, int64 tensor of shape (K,).
+    """
+
+    modes_covered: int
+    high_quality_fraction: float
+    counts: torch.Tensor
+
+    @property
+    def n_modes(self) -> int:
+        """Number of modes K that could have been covered."""
+        return self.counts.numel()
+
+
+def mode_coverage(
+    samples: torch.Tensor,
+    means: torch.Tensor,
+    std: float,
+    radius_in_stds: float = 3.0,
+    min_count: int = 1,
+) -> ModeCoverage:
+    """How many modes of an isotropic mixture a sampler reaches, and how cleanly.
+
+    Each sample is assigned to its nearest mean; it is *high quality* if it lies
+    within ``radius_in_stds * std`` (Euclidean distance) of that mean. A mode is
+    *covered* if at least ``min_count`` high-quality samples were assigned to it.
+    For exact samples from an isotropic 2-D component the chance of being high
+    quality is P(chi^2_2 <= r^2) = 1 - exp(-r^2 / 2), 0.989 for r = 3.
+
+    Args:
+        samples: generated points, shape (N, D).
+        means: the modes, shape (K, D), for example ``ring_mixture().means``.
+        std: the components' standard deviation (one number: isotropic modes).
+        radius_in_stds: the high-quality radius in units of ``std``.
+        min_count: high-quality samples a mode needs to count as covered.
+    """
+    check_tensor("samples", samples, shape=(None, None))
+    check_tensor("means", means, shape=(None, samples.shape[1]))
+    check_int_at_least("samples.shape[0]", samples.shape[0], 1)
+    check_positive("std", std)
+    check_positive("radius_in_stds", radius_in_stds)
+    check_int_at_least("min_count", min_count, 1)
+    distances = torch.cdist(samples.to(torch.float64), means.to(torch.float64))  # (N, K)
+    nearest_distance, nearest_mode = distances.min(dim=1)
+    high_quality = nearest_distance <= radius_in_stds * std
+    counts = torch.bincount(nearest_mode[high_quality], minlength=means.shape[0])
+    return ModeCoverage(
+        modes_covered=int((counts >= min_count).sum().item()),
+        high_quality_fraction=high_quality.double().mean().item(),
+        counts=counts,
+    )
