@@ -2,16 +2,26 @@
 
 One module per idea, each read next to the chapter that introduces it:
 
-========================  ==========================================================
-``udm.validate``          argument checks with errors that name the argument
-``udm.gaussian``          diagonal-Gaussian densities, KL divergences, sampling
-``udm.schedules``         discrete noise schedules (alpha_t, alpha_bar_t, SNR)
-``udm.toy``               data with exact ground truth: Gaussian mixtures, 8x8 digits
-``udm.nets``              small networks (MLPs, time embeddings)
-``udm.train``             the one training loop every chapter uses
-``udm.plot``              the book's figure style
-``udm.symbolic``          SymPy helpers for the derivation checks
-========================  ==========================================================
+==========================  ========================================================
+``udm.validate``            argument checks with errors that name the argument
+``udm.gaussian``            diagonal-Gaussian densities, KL divergences, sampling (Ch. 3)
+``udm.symbolic``            SymPy helpers for the derivation checks (every chapter)
+``udm.toy``                 data with exact ground truth: Gaussian mixtures, 8x8 digits
+``udm.metrics``             sliced Wasserstein distance, mode coverage
+``udm.nets``                small networks (MLPs, time embeddings)
+``udm.train``               the one training loop every chapter uses
+``udm.plot``                the book's figure style
+``udm.autoencoder``         the deterministic autoencoder (Ch. 1)
+``udm.vae``                 VAE, conditional VAE, hierarchical VAE, IWAE bound (Ch. 3, 5)
+``udm.gan``                 generator, discriminator, adversarial training (Ch. 4)
+``udm.schedules``           discrete noise schedules (alpha_t, alpha_bar_t, SNR) (Ch. 6)
+``udm.learned_schedule``    a monotone network for a learned noise schedule (Ch. 6)
+``udm.diffusion``           forward process, posterior, ELBO terms, ancestral sampling (Ch. 6)
+``udm.parameterizations``   x_0, noise, score and v predictions; one denoiser interface (Ch. 7)
+``udm.score``               score matching, Langevin, SDE/ODE and DDIM samplers (Ch. 8)
+``udm.guidance``            classifier and classifier-free guidance (Ch. 9)
+``udm.conventions``         other papers' and libraries' schedule conventions (appendix)
+==========================  ========================================================
 
 Importing ``udm`` sets PyTorch to one CPU thread (override with the environment
 variable ``UDM_NUM_THREADS``): on a busy two-core machine two threads ran several
