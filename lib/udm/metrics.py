@@ -26,12 +26,16 @@ def _wasserstein2_squared_1d(x_sorted: torch.Tensor, y_sorted: torch.Tensor) -> 
     """
     n, m = x_sorted.shape[1], y_sorted.shape[1]
     dtype, device = x_sorted.dtype, x_sorted.device
-    levels = torch.cat(
-        [
-            torch.arange(1, n + 1, dtype=dtype, device=device) / n,
-            torch.arange(1, m + 1, dtype=dtype, device=device) / m,
-        ]
-    ).sort().values
+    levels = (
+        torch.cat(
+            [
+                torch.arange(1, n + 1, dtype=dtype, device=device) / n,
+                torch.arange(1, m + 1, dtype=dtype, device=device) / m,
+            ]
+        )
+        .sort()
+        .values
+    )
     widths = torch.diff(levels, prepend=levels.new_zeros(1))
     midpoints = levels - widths / 2
     # Level u falls on sample floor(u N) (0-based). A level in both grids gives a

@@ -75,7 +75,9 @@ class GaussianMixture:
         weights = _as_float64("weights", weights, ndim=1)
         n_components, dim = means.shape
         if n_components == 0 or dim == 0:
-            raise ValueError(f"means must have shape (K, D) with K, D >= 1, got {(n_components, dim)}")
+            raise ValueError(
+                f"means must have shape (K, D) with K, D >= 1, got {(n_components, dim)}"
+            )
         check_tensor("covariances", covariances, shape=(n_components, dim, dim))
         check_tensor("weights", weights, shape=(n_components,))
         if not (weights > 0).all():

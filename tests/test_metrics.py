@@ -1,0 +1,142 @@
+"""Tests for udm.metrics against closed forms and brute-force computations."""
+
+import math
+
+import pytest
+import torch
+
+from udm.metrics import mode_coverage, sliced_wasserstein
+from udm.toy import default_mixture, ring_mixture
+
+F64 = torch.float64
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _brute_force_w2_1d(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Exact 1-D W_2 by repeating each sample so both sets have lcm(N, M) points."""
+    n, m = x.numel(), y.numel()
+    size = math.lcm(n, m)
+    xs = x.sort().values.repeat_interleave(size // n)
+    ys = y.sort().values.repeat_interleave(size // m)
+    return ((xs - ys) ** 2).mean().sqrt().item()
+
+
+@pytest.mark.parametrize(("n", "m"), [(7, 7), (6, 4), (5, 3), (1, 9)])
+def test_one_dimensional_case_is_the_exact_w2(n, m):
+    # In 1-D every direction is +1 or -1, and W_2 is unchanged by a sign flip.
+    x = torch.randn(n, 1, generator=_generator(n), dtype=F64)
+    y = 2 * torch.randn(m, 1, generator=_generator(100 + m), dtype=F64) + 1
+    expected = _brute_force_w2_1d(x[:, 0], y[:, 0])
+    assert sliced_wasserstein(x, y, n_projections=3) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_translated_gaussians_match_closed_form(dim):
+    # X ~ N(0, I), Y ~ N(m, I): the slice along theta is a shift by theta.m, so
+    # SW_2^2 = E[(theta.m)^2] = |m|^2 / D and SW_2 = |m| / sqrt(D).
+    # Standard errors: projections (1000 of them) ~1.1 %, sample means (3000 points)
+    # ~1 %; tolerance 5 %.
+    shift = torch.tensor([1.5, -2.0, 0.5][:dim], dtype=F64)
+    g = _generator(dim)
+    x = torch.randn(3000, dim, generator=g, dtype=F64)
+    y = torch.randn(3000, dim, generator=g, dtype=F64) + shift
+    value = sliced_wasserstein(x, y, n_projections=1000, generator=_generator(0))
+    assert value == pytest.approx(shift.norm().item() / math.sqrt(dim), rel=0.05)
+
+
+def test_same_distribution_is_small_and_shrinks_with_n():
+    mixture = default_mixture()
+
+    def average_distance(n: int) -> float:
+        values = [
+            sliced_wasserstein(
+                mixture.sample(n, _generator(seed)),
+                mixture.sample(n, _generator(seed + 1000)),
+                generator=_generator(seed),
+            )
+            for seed in range(3)
+        ]
+        return sum(values) / len(values)
+
+    small, large = average_distance(250), average_distance(10_000)
+    # Roughly 1 / sqrt(n): 40 times the samples should cut it about 6-fold.
+    assert large < small / 3
+    assert large < 0.08  # the mixture's modes are about 2 apart
+
+
+def test_deterministic_given_a_generator_and_symmetric():
+    x = torch.randn(100, 2, generator=_generator(1))
+    y = torch.randn(80, 2, generator=_generator(2))
+    first = sliced_wasserstein(x, y, generator=_generator(5))
+    assert first == sliced_wasserstein(x, y, generator=_generator(5))
+    assert first == pytest.approx(sliced_wasserstein(y, x, generator=_generator(5)), rel=1e-12)
+    assert sliced_wasserstein(x, x, generator=_generator(5)) == 0.0
+
+
+def test_sliced_wasserstein_bad_input_is_named():
+    x = torch.zeros(10, 2)
+    with pytest.raises(ValueError, match="y"):
+        sliced_wasserstein(x, torch.zeros(10, 3))
+    with pytest.raises(ValueError, match="x"):
+        sliced_wasserstein(torch.zeros(10), x)
+    with pytest.raises(ValueError, match="x.shape"):
+        sliced_wasserstein(torch.zeros(0, 2), x)
+    with pytest.raises(ValueError, match="y.shape"):
+        sliced_wasserstein(x, torch.zeros(0, 2))
+    with pytest.raises(ValueError, match="n_projections"):
+        sliced_wasserstein(x, x, n_projections=0)
+
+
+def test_mode_coverage_on_exact_ring_samples():
+    ring = ring_mixture()
+    n = 4000
+    result = mode_coverage(ring.sample(n, _generator(0)), ring.means, std=0.1)
+    assert result.modes_covered == 8 and result.n_modes == 8
+    # P(|z| <= 3) for z ~ N(0, I_2) is P(chi^2_2 <= 9) = 1 - exp(-4.5) = 0.98889;
+    # binomial standard error with n = 4000 is 0.0017: allow 4 SE.
+    expected = 1 - math.exp(-4.5)
+    assert abs(result.high_quality_fraction - expected) < 4 * math.sqrt(
+        expected * (1 - expected) / n
+    )
+    assert result.counts.sum().item() == round(result.high_quality_fraction * n)
+    # Each mode gets ~n/8 * 0.989 = 494 (binomial SE ~21).
+    assert ((result.counts - 494).abs() < 100).all()
+
+
+def test_mode_coverage_on_one_component():
+    ring = ring_mixture()
+    samples = ring.component(3).sample(500, _generator(1))
+    result = mode_coverage(samples, ring.means, std=0.1)
+    assert result.modes_covered == 1
+    assert result.counts.nonzero().flatten().tolist() == [3]
+    # min_count is inclusive: exactly that many high-quality samples still cover.
+    count = int(result.counts[3])
+    assert mode_coverage(samples, ring.means, std=0.1, min_count=count).modes_covered == 1
+    assert mode_coverage(samples, ring.means, std=0.1, min_count=count + 1).modes_covered == 0
+
+
+def test_mode_coverage_radius_is_in_standard_deviations():
+    means = torch.zeros(1, 2)
+    samples = torch.tensor([[0.29, 0.0], [0.0, -0.31]])
+    result = mode_coverage(samples, means, std=0.1, radius_in_stds=3.0)
+    assert result.high_quality_fraction == 0.5
+    assert result.counts.tolist() == [1]
+
+
+def test_mode_coverage_bad_input_is_named():
+    samples, means = torch.zeros(5, 2), torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="means"):
+        mode_coverage(samples, torch.zeros(3, 3), std=0.1)
+    with pytest.raises(ValueError, match="samples"):
+        mode_coverage(torch.zeros(5), means, std=0.1)
+    with pytest.raises(ValueError, match="samples.shape"):
+        mode_coverage(torch.zeros(0, 2), means, std=0.1)
+    with pytest.raises(ValueError, match="std"):
+        mode_coverage(samples, means, std=0.0)
+    with pytest.raises(ValueError, match="radius_in_stds"):
+        mode_coverage(samples, means, std=0.1, radius_in_stds=-1.0)
+    with pytest.raises(ValueError, match="min_count"):
+        mode_coverage(samples, means, std=0.1, min_count=0)
