@@ -173,3 +173,10 @@ def test_loss_curve_plots_raw_and_smoothed(ax):
     np.testing.assert_allclose(smooth.get_ydata(), history.smoothed(5))
     assert raw.get_color() == smooth.get_color()
     assert ax.get_xlabel() == "step"
+
+
+def test_density_contour_levels_stay_inside_the_density_range(ax):
+    contours = density_contour(ax, gaussian_log_prob, lim=6, n=100, levels=5)
+    peak = 1 / (4 * math.pi)
+    assert len(contours.levels) == 5
+    assert 0 < min(contours.levels) and max(contours.levels) < peak

@@ -15,7 +15,11 @@ from udm.vae import (
     ConditionalVAE,
     Decoder,
     Encoder,
+    GaussianTransition,
+    MarkovianHVAE,
     bits_per_dim,
+    hvae_importance_weighted_log_likelihood,
+    hvae_negative_elbo,
     importance_weighted_log_likelihood,
     negative_elbo,
 )
@@ -381,3 +385,298 @@ def test_bits_per_dim():
     assert bits_per_dim(-10.0, 8) == pytest.approx(-10.0 / 8 / math.log(2))
     with pytest.raises(ValueError, match="n_dims"):
         bits_per_dim(1.0, 0)
+
+
+# ------------------------------------------------------ the two-level Markovian HVAE
+
+
+@pytest.mark.parametrize("data_shape", [(2,), (1, 8, 8)])
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+def test_hvae_shapes(data_shape, likelihood):
+    torch.manual_seed(0)
+    model = MarkovianHVAE(data_shape, 3, 2, hidden=16, transition_hidden=8, likelihood=likelihood)
+    x = torch.rand(5, *data_shape) * 2 - 1
+    latents = model(x)
+    assert latents.z1.shape == latents.mean_1.shape == latents.log_var_1.shape == (5, 3)
+    assert latents.z2.shape == latents.mean_2.shape == latents.log_var_2.shape == (5, 2)
+    assert [t.shape for t in model.decode_top(latents.z2)] == [(5, 3), (5, 3)]
+    assert model.decode(latents.z1).shape == model.reconstruct(x).shape == (5, *data_shape)
+    assert model.sample(4).shape == model.sample(4, decoder_noise=True).shape == (4, *data_shape)
+    loss = hvae_negative_elbo(model, x)
+    assert all(t.shape == (5,) for t in loss)
+    assert hvae_importance_weighted_log_likelihood(model, x, k=7, max_batch=10).shape == (5,)
+    if likelihood == "bernoulli":
+        assert set(model.sample(20, decoder_noise=True).unique().tolist()) <= {-1.0, 1.0}
+
+
+def hand_computed_hvae_terms(model, x, eps1, eps2):
+    """(reconstruction, log_ratio_z1, kl_z2) per example from the weights, NumPy and SciPy."""
+    x_np = x.numpy().reshape(x.shape[0], -1)
+    d1, d2 = eps1.shape[1], eps2.shape[1]
+    out = mlp_numpy(model.encoder.net, x_np)
+    mean_1, log_var_1 = out[:, :d1], out[:, d1:]
+    z1 = mean_1 + np.exp(0.5 * log_var_1) * eps1
+    out = mlp_numpy(model.encoder_top.net, z1)
+    mean_2, log_var_2 = out[:, :d2], out[:, d2:]
+    z2 = mean_2 + np.exp(0.5 * log_var_2) * eps2
+    out = mlp_numpy(model.decoder_top.net, z2)
+    prior_mean_1, prior_sd_1 = out[:, :d1], np.exp(0.5 * out[:, d1:])
+    decoded = mlp_numpy(model.decoder.net, z1)
+    if model.likelihood == "gaussian":
+        sd = np.exp(0.5 * model.decoder.log_var.detach().numpy().reshape(-1))
+        reconstruction = -scipy.stats.norm.logpdf(x_np, decoded, sd).sum(axis=1)
+    else:
+        targets = (x_np + 1) / 2
+        reconstruction = -scipy.stats.bernoulli.logpmf(targets, scipy.special.expit(decoded))
+        reconstruction = reconstruction.sum(axis=1)
+    log_q = scipy.stats.norm.logpdf(z1, mean_1, np.exp(0.5 * log_var_1)).sum(axis=1)
+    log_p = scipy.stats.norm.logpdf(z1, prior_mean_1, prior_sd_1).sum(axis=1)
+    kl_z2 = np.array(
+        [
+            sum(
+                kl_to_standard_normal_by_quadrature(m, math.exp(v))
+                for m, v in zip(ms, vs, strict=True)
+            )
+            for ms, vs in zip(mean_2, log_var_2, strict=True)
+        ]
+    )
+    return reconstruction, log_q - log_p, kl_z2
+
+
+def tiny_hvae(likelihood="gaussian"):
+    model = MarkovianHVAE(
+        (3,),
+        2,
+        2,
+        hidden=5,
+        depth=1,
+        transition_hidden=4,
+        transition_depth=1,
+        likelihood=likelihood,
+    ).double()
+    fill_weights(model, seed=21)
+    if likelihood == "gaussian":
+        with torch.no_grad():
+            model.decoder.log_var.copy_(torch.tensor([-0.5, 0.1, 0.6]))
+        x = torch.randn(4, 3, generator=torch.Generator().manual_seed(22), dtype=torch.float64)
+    else:
+        bits = torch.rand(4, 3, generator=torch.Generator().manual_seed(22)) < 0.5
+        x = torch.where(bits, -1.0, 1.0).double()
+    return model, x
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+def test_hvae_negative_elbo_equals_hand_computed_value(likelihood):
+    model, x = tiny_hvae(likelihood)
+    # the noise hvae_negative_elbo draws from a generator seeded 23: z_1's first, then z_2's
+    g = torch.Generator().manual_seed(23)
+    eps1 = torch.randn(4, 2, generator=g, dtype=torch.float64).numpy()
+    eps2 = torch.randn(4, 2, generator=g, dtype=torch.float64).numpy()
+    loss = hvae_negative_elbo(model, x, generator=torch.Generator().manual_seed(23))
+    expected = hand_computed_hvae_terms(model, x, eps1, eps2)
+    for name, value in zip(("reconstruction", "log_ratio_z1", "kl_z2"), expected, strict=True):
+        got = getattr(loss, name).detach().numpy()
+        np.testing.assert_allclose(got, value, rtol=1e-7, atol=1e-9, err_msg=name)
+    np.testing.assert_allclose(loss.total.detach().numpy(), sum(expected), rtol=1e-7)
+
+
+def test_hvae_iwae_equals_hand_computed_value():
+    """L_k from the same draws by hand: log-mean-exp of the k log-weights (SciPy)."""
+    model, x = tiny_hvae()
+    k = 3
+    g = torch.Generator().manual_seed(24)  # one chunk: all z_1 noise, then all z_2 noise
+    eps1 = torch.randn(k * 4, 2, generator=g, dtype=torch.float64).numpy()
+    eps2 = torch.randn(k * 4, 2, generator=g, dtype=torch.float64).numpy()
+    x_rep = x.repeat(k, 1)
+    reconstruction, log_ratio_z1, _ = hand_computed_hvae_terms(model, x_rep, eps1, eps2)
+    # the top level's log-ratio at the sampled z_2: log N(z_2; 0, I) - log q(z_2 | z_1)
+    out = mlp_numpy(model.encoder.net, x_rep.numpy())
+    z1 = out[:, :2] + np.exp(0.5 * out[:, 2:]) * eps1
+    out = mlp_numpy(model.encoder_top.net, z1)
+    z2 = out[:, :2] + np.exp(0.5 * out[:, 2:]) * eps2
+    log_ratio_z2 = scipy.stats.norm.logpdf(z2).sum(1) - scipy.stats.norm.logpdf(
+        z2, out[:, :2], np.exp(0.5 * out[:, 2:])
+    ).sum(1)
+    log_w = (-reconstruction - log_ratio_z1 + log_ratio_z2).reshape(k, 4)
+    expected = scipy.special.logsumexp(log_w, axis=0) - math.log(k)
+    got = hvae_importance_weighted_log_likelihood(
+        model, x, k, generator=torch.Generator().manual_seed(24)
+    )
+    np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-9)
+
+
+def test_gradients_reach_the_bottom_encoder_through_both_samples():
+    """kl_z2 depends on phi_1 only through the sample z_1: it must be reparameterized."""
+    torch.manual_seed(0)
+    model = MarkovianHVAE((2,), 2, 2, hidden=8, transition_hidden=8)
+    hvae_negative_elbo(model, torch.randn(16, 2)).kl_z2.sum().backward()
+    grads = [p.grad for p in model.encoder.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    model.zero_grad()
+    hvae_negative_elbo(model, torch.randn(16, 2)).log_ratio_z1.sum().backward()
+    grads = [p.grad for p in model.encoder_top.parameters()]  # through the sample z_2
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+
+
+# A 1-D linear-Gaussian hierarchy with an exact log p(x): p(z2) = N(0, 1),
+# p(z1 | z2) = N(A z2, S1), p(x | z1) = N(B z1, S0) (S0, S1 variances), so that
+# p(x) = N(0, B^2 (A^2 + S1) + S0).
+A, B, S1, S0 = 1.2, 0.8, 0.5, 0.3
+
+
+def exact_posterior_encoder():
+    """(c, u1, d, u2) of the exact posterior p(z1 | x) = N(c x, u1), p(z2 | z1) = N(d z1, u2)."""
+    v1 = A**2 + S1
+    return B * v1 / (B**2 * v1 + S0), v1 * S0 / (B**2 * v1 + S0), A / v1, S1 / v1
+
+
+def linear_gaussian_hvae(c, u1, d, u2):
+    """A MarkovianHVAE whose four networks are the linear maps of the hierarchy above."""
+    model = MarkovianHVAE((1,), 1, 1, decoder_log_var=math.log(S0)).double()
+
+    def linear(out_features, weight, bias):
+        layer = nn.Linear(1, out_features).double()
+        with torch.no_grad():
+            layer.weight.copy_(torch.tensor(weight, dtype=torch.float64).reshape(-1, 1))
+            layer.bias.copy_(torch.tensor(bias, dtype=torch.float64))
+        return layer
+
+    model.encoder.net = linear(2, [c, 0.0], [0.0, math.log(u1)])
+    model.encoder_top.net = linear(2, [d, 0.0], [0.0, math.log(u2)])
+    model.decoder_top.net = linear(2, [A, 0.0], [0.0, math.log(S1)])
+    model.decoder.net = linear(1, [B], [0.0])
+    with torch.no_grad():
+        model.decoder.log_var.fill_(math.log(S0))  # exact in float64
+    return model
+
+
+def exact_log_p(x):
+    return scipy.stats.norm.logpdf(x, 0.0, math.sqrt(B**2 * (A**2 + S1) + S0))
+
+
+def exact_elbo(x, c, u1, d, u2):
+    """The ELBO of the linear hierarchy in closed form, from Gaussian moments (NumPy)."""
+    m1 = c * x
+    second_moment_z1 = m1**2 + u1
+    reconstruction = scipy.stats.norm.logpdf(x, B * m1, math.sqrt(S0)) - B**2 * u1 / (2 * S0)
+    kl_z2 = 0.5 * (u2 + d**2 * second_moment_z1 - 1 - math.log(u2))
+    # z1 - A z2 = (1 - A d) z1 - A sqrt(u2) eps2 under q
+    mean_square = (1 - A * d) ** 2 * second_moment_z1 + A**2 * u2
+    log_ratio_z1 = -0.5 * math.log(2 * math.pi * math.e * u1) + (
+        0.5 * math.log(2 * math.pi * S1) + mean_square / (2 * S1)
+    )
+    return reconstruction - kl_z2 - log_ratio_z1
+
+
+def exact_gap(x, c, u1, d, u2):
+    """KL(q(z1, z2 | x) || p(z1, z2 | x)) between the two bivariate Gaussians (NumPy)."""
+
+    def joint(c_, u1_, d_, u2_):
+        return np.array([c_ * x, d_ * c_ * x]), np.array(
+            [[u1_, d_ * u1_], [d_ * u1_, d_**2 * u1_ + u2_]]
+        )
+
+    (mq, cq), (mp, cp) = joint(c, u1, d, u2), joint(*exact_posterior_encoder())
+    cp_inv = np.linalg.inv(cp)
+    diff = mp - mq
+    return 0.5 * (
+        np.trace(cp_inv @ cq)
+        + diff @ cp_inv @ diff
+        - 2
+        + math.log(np.linalg.det(cp) / np.linalg.det(cq))
+    )
+
+
+def test_hvae_bounds_are_exact_at_the_exact_posterior():
+    params = exact_posterior_encoder()
+    model = linear_gaussian_hvae(*params)
+    x = torch.linspace(-2, 3, 6, dtype=torch.float64)[:, None]
+    expected = exact_log_p(x.numpy()[:, 0])
+    # every importance weight equals p(x): L_k is exact for any k and any draw
+    for k, max_batch in [(1, 100), (7, 10)]:
+        got = hvae_importance_weighted_log_likelihood(
+            model, x, k, generator=torch.Generator().manual_seed(k), max_batch=max_batch
+        )
+        np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-10)
+    for x_value, log_p in zip(x.numpy()[:, 0], expected, strict=True):
+        assert exact_elbo(x_value, *params) == pytest.approx(log_p, abs=1e-12)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_hvae_elbo_matches_the_linear_gaussian_closed_form(exact):
+    """The average of hvae_negative_elbo equals log p(x) at the exact posterior, and
+    log p(x) - KL(q || posterior) < log p(x) for a wrong encoder."""
+    c, u1, d, u2 = exact_posterior_encoder()
+    params = (c, u1, d, u2) if exact else (0.7 * c, 2.0 * u1, d + 0.4, 0.5 * u2)
+    model = linear_gaussian_hvae(*params)
+    x_values = np.array([-1.5, 0.2, 2.0])
+    n_draws = 20_000
+    x = torch.tensor(np.repeat(x_values, n_draws), dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        total = hvae_negative_elbo(model, x, generator=torch.Generator().manual_seed(5)).total
+    draws = -total.numpy().reshape(3, n_draws)
+    mc_mean, mc_se = draws.mean(1), draws.std(1) / math.sqrt(n_draws)
+    elbo = np.array([exact_elbo(v, *params) for v in x_values])
+    gap = np.array([exact_gap(v, *params) for v in x_values])
+    log_p = exact_log_p(x_values)
+    np.testing.assert_allclose(elbo, log_p - gap, atol=1e-12)  # log p(x) = ELBO + KL
+    assert (np.abs(mc_mean - elbo) < 4 * mc_se).all(), (mc_mean, elbo, mc_se)
+    if exact:
+        np.testing.assert_allclose(gap, 0.0, atol=1e-12)
+    else:
+        assert (gap > 0.1).all() and (mc_mean < log_p - 10 * mc_se).all()
+
+
+def test_hvae_samples_come_from_the_model():
+    """Ancestral samples of the linear hierarchy have the exact marginal variance of x."""
+    model = linear_gaussian_hvae(*exact_posterior_encoder())
+    with torch.no_grad():
+        samples = model.sample(40_000, torch.Generator().manual_seed(3), decoder_noise=True)
+    variance = B**2 * (A**2 + S1) + S0
+    # sample variance of n normals: standard error variance * sqrt(2 / n)
+    assert abs(samples.var().item() - variance) < 4 * variance * math.sqrt(2 / 40_000)
+    assert abs(samples.mean().item()) < 4 * math.sqrt(variance / 40_000)
+
+
+def test_hvae_bad_input_names_the_argument():
+    model = MarkovianHVAE((1, 8, 8), 3, 2, hidden=8, transition_hidden=8)
+    with pytest.raises(ValueError, match="x must have shape"):
+        hvae_negative_elbo(model, torch.zeros(3, 64))
+    with pytest.raises(ValueError, match="z1 must have shape"):
+        model.decode(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="z1 must have shape"):
+        model.encode_top(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="z2 must have shape"):
+        model.decode_top(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="inputs must have shape"):
+        GaussianTransition(2, 3)(torch.zeros(3, 3))
+    with pytest.raises(TypeError, match="model"):
+        hvae_negative_elbo(VAE((1, 8, 8), 3, hidden=8), torch.zeros(3, 1, 8, 8))
+    with pytest.raises(TypeError, match="model"):
+        hvae_importance_weighted_log_likelihood(VAE((2,), 2, hidden=8), torch.zeros(3, 2), 2)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        hvae_importance_weighted_log_likelihood(model, torch.zeros(3, 1, 8, 8), 0)
+    with pytest.raises(ValueError, match="max_batch"):
+        hvae_importance_weighted_log_likelihood(model, torch.zeros(3, 1, 8, 8), 2, max_batch=0)
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        model.sample(0)
+    bernoulli = MarkovianHVAE((2,), 2, 2, hidden=8, likelihood="bernoulli")
+    with pytest.raises(ValueError, match=r"x must lie in \[-1, 1\]"):
+        hvae_negative_elbo(bernoulli, torch.tensor([[0.0, 1.5]]))
+
+
+def test_hvae_constructor_arguments_are_checked():
+    with pytest.raises(ValueError, match="latent_dim_1"):
+        MarkovianHVAE((2,), 0, 2)
+    with pytest.raises(ValueError, match="latent_dim_2"):
+        MarkovianHVAE((2,), 2, 0)
+    with pytest.raises(TypeError, match="latent_dim_2"):
+        MarkovianHVAE((2,), 2, 1.5)
+    with pytest.raises(ValueError, match="likelihood"):
+        MarkovianHVAE((2,), 2, 2, likelihood="poisson")
+    with pytest.raises(ValueError, match="data_shape"):
+        MarkovianHVAE((0,), 2, 2)
+    with pytest.raises(ValueError, match="in_dim"):
+        GaussianTransition(0, 2)
+    with pytest.raises(ValueError, match="out_dim"):
+        GaussianTransition(2, 0)

@@ -188,7 +188,8 @@ def density_contour(
     ``log_prob_fn`` maps an ``(M, 2)`` tensor of points to their ``(M,)`` log-densities;
     it is evaluated without gradients on an ``n`` x ``n`` grid. ``lim`` is a half-width
     ``L`` (the square ``(-L, L)``) or a pair ``(lo, hi)``. ``levels`` is a number of
-    contour lines or their density values. The lines default to the colour of the exact
+    contour lines (spaced evenly between 0 and the largest density, both excluded) or
+    their density values. The lines default to the colour of the exact
     truth, :data:`COLORS` ``["truth"]``.
     """
     if not callable(log_prob_fn):
@@ -206,6 +207,11 @@ def density_contour(
             f"log_prob_fn must map (M, 2) points to shape (M,), got {got} for M={n * n}"
         )
     density = torch.exp(log_prob).reshape(n, n).cpu().numpy()
+    if isinstance(levels, int):
+        # Evenly spaced strictly inside (0, max): a level at 0 would trace where the
+        # density underflows, a stray line along the edge of the plot.
+        check_int_at_least("levels", levels, 1)
+        levels = np.linspace(0.0, float(density.max()), levels + 2)[1:-1].tolist()
     contours = ax.contour(
         x1.numpy(), x2.numpy(), density, levels=levels, colors=color, linewidths=0.8
     )

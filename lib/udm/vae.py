@@ -19,6 +19,12 @@ Two decoders (the argument ``likelihood``):
   between 0 and 1) the result is a cross-entropy, not a normalised log-density: train
   with it, but do not report it as a likelihood.
 
+A two-level Markovian hierarchical VAE (:class:`MarkovianHVAE`) stacks a second latent
+on the first: the encoder runs x -> z_1 -> z_2, the generative model z_2 -> z_1 -> x,
+with p(z_2) = N(0, I) and Gaussian steps between the levels (:class:`GaussianTransition`).
+Its loss, :func:`hvae_negative_elbo`, returns one term per level; only the top one is a
+KL divergence in closed form.
+
 Shapes: data are batch first with a fixed trailing ``data_shape`` (``(2,)`` for points,
 ``(1, 8, 8)`` for digits); latents have shape ``(B, latent_dim)``; per-example results
 have shape ``(B,)``.
@@ -27,6 +33,7 @@ have shape ``(B,)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -429,25 +436,40 @@ def importance_weighted_log_likelihood(
     mean, log_var = model.encode(x, y)
     batch = x.shape[0]
     cond = model.condition(y, batch)
-    per_chunk = max(1, max_batch // batch)
-    log_weights = []
-    for start in range(0, k, per_chunk):
-        m = min(per_chunk, k - start)
 
-        def repeat(t: Tensor, m: int = m) -> Tensor:
-            """(B, ...) -> (m * B, ...): m copies of the batch, sample-major."""
-            return t.expand(m, *t.shape).reshape(m * batch, *t.shape[1:])
-
-        mean_m, log_var_m = repeat(mean), repeat(log_var)
+    def log_weights(m: int) -> Tensor:
+        """log p(x | z) + log p(z) - log q(z | x) for m draws per example, shape (m * B,)."""
+        mean_m, log_var_m = _repeat(mean, m), _repeat(log_var, m)
         z = sample_diag_gaussian(mean_m, log_var_m, generator=generator)
         zeros = torch.zeros_like(z)
-        log_w = (
-            model.decoder.log_prob(repeat(x), z, None if cond is None else repeat(cond))
+        return (
+            model.decoder.log_prob(_repeat(x, m), z, None if cond is None else _repeat(cond, m))
             + diag_gaussian_log_prob(z, zeros, zeros)
             - diag_gaussian_log_prob(z, mean_m, log_var_m)
         )
-        log_weights.append(log_w.reshape(m, batch))
-    return torch.logsumexp(torch.cat(log_weights, dim=0), dim=0) - math.log(k)
+
+    return _log_mean_exp_over_draws(log_weights, batch, k, max_batch)
+
+
+def _repeat(t: Tensor, m: int) -> Tensor:
+    """(B, ...) -> (m * B, ...): m copies of the batch, sample-major."""
+    return t.expand(m, *t.shape).reshape(m * t.shape[0], *t.shape[1:])
+
+
+def _log_mean_exp_over_draws(
+    log_weights: Callable[[int], Tensor], batch: int, k: int, max_batch: int
+) -> Tensor:
+    """log (1/k) sum_i exp(log w_i) per example, drawing the k log-weights in chunks.
+
+    ``log_weights(m)`` returns the log-weights of m fresh draws for every example, shape
+    ``(m * B,)`` in sample-major order; chunks hold at most ``max_batch`` evaluations.
+    """
+    per_chunk = max(1, max_batch // batch)
+    chunks = []
+    for start in range(0, k, per_chunk):
+        m = min(per_chunk, k - start)
+        chunks.append(log_weights(m).reshape(m, batch))
+    return torch.logsumexp(torch.cat(chunks, dim=0), dim=0) - math.log(k)
 
 
 def bits_per_dim(nats: Tensor | float, n_dims: int) -> Tensor | float:
@@ -460,3 +482,240 @@ def bits_per_dim(nats: Tensor | float, n_dims: int) -> Tensor | float:
     """
     check_int_at_least("n_dims", n_dims, 1)
     return nats / (n_dims * math.log(2.0))
+
+
+# ----------------------------------------------------- a two-level Markovian hierarchical VAE
+
+
+class GaussianTransition(nn.Module):
+    """A Gaussian step between latent levels: N(out; mean(inp), diag exp(log_var(inp))).
+
+    An :class:`udm.nets.MLP` maps the input level ``(B, in_dim)`` to ``2 * out_dim``
+    numbers, the mean and the log-variance of the next level. :class:`MarkovianHVAE`
+    uses one for the encoder step q_phi(z_2 | z_1) and one for the decoder step
+    p_theta(z_1 | z_2).
+
+    Book: eqs. (eq-hvae-markov-joint) and (eq-hvae-markov-posterior), Chapter 5.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 64, depth: int = 2) -> None:
+        super().__init__()
+        self.in_dim = check_int_at_least("in_dim", in_dim, 1)
+        self.out_dim = check_int_at_least("out_dim", out_dim, 1)
+        self.net = MLP(in_dim, 2 * out_dim, hidden, depth)
+
+    def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(mean, log_var)`` of the next level, each of shape ``(B, out_dim)``."""
+        check_tensor("inputs", inputs, shape=(None, self.in_dim))
+        mean, log_var = self.net(inputs).chunk(2, dim=1)
+        return mean, log_var
+
+
+class HVAELatents(NamedTuple):
+    """One reparameterized pass up the encoder of a :class:`MarkovianHVAE`, all ``(B, d)``."""
+
+    z1: Tensor
+    """z_1 ~ q_phi(z_1 | x)."""
+    z2: Tensor
+    """z_2 ~ q_phi(z_2 | z_1), drawn at the z_1 above."""
+    mean_1: Tensor
+    log_var_1: Tensor
+    """Mean and log-variance of q_phi(z_1 | x)."""
+    mean_2: Tensor
+    log_var_2: Tensor
+    """Mean and log-variance of q_phi(z_2 | z_1) at the sampled z_1."""
+
+
+class MarkovianHVAE(nn.Module):
+    """A two-level Markovian hierarchical VAE with Gaussian latents.
+
+    Generative model: p(z_2) = N(0, I), p_theta(z_1 | z_2) a :class:`GaussianTransition`,
+    p_theta(x | z_1) a :class:`Decoder` (``likelihood`` and ``decoder_log_var`` as for
+    :class:`VAE`). Encoder, bottom-up: q_phi(z_1 | x) an :class:`Encoder`, then
+    q_phi(z_2 | z_1) a :class:`GaussianTransition`. The networks between ``x`` and
+    ``z_1`` have ``depth`` hidden layers of width ``hidden`` (as in a :class:`VAE`);
+    the two between the latent levels have ``transition_depth`` layers of width
+    ``transition_hidden``. Attributes: ``encoder`` (x -> z_1), ``encoder_top``
+    (z_1 -> z_2), ``decoder_top`` (z_2 -> z_1), ``decoder`` (z_1 -> x).
+
+    Book: eqs. (eq-hvae-markov-joint) and (eq-hvae-markov-posterior), Chapter 5.
+    """
+
+    def __init__(
+        self,
+        data_shape: tuple[int, ...],
+        latent_dim_1: int,
+        latent_dim_2: int,
+        *,
+        hidden: int = 128,
+        depth: int = 2,
+        transition_hidden: int = 64,
+        transition_depth: int = 2,
+        likelihood: str = "gaussian",
+        decoder_log_var: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.latent_dim_1 = check_int_at_least("latent_dim_1", latent_dim_1, 1)
+        self.latent_dim_2 = check_int_at_least("latent_dim_2", latent_dim_2, 1)
+        self.encoder = Encoder(data_shape, latent_dim_1, hidden, depth)
+        self.encoder_top = GaussianTransition(
+            latent_dim_1, latent_dim_2, transition_hidden, transition_depth
+        )
+        self.decoder_top = GaussianTransition(
+            latent_dim_2, latent_dim_1, transition_hidden, transition_depth
+        )
+        self.decoder = Decoder(
+            latent_dim_1, data_shape, likelihood, hidden, depth, log_var=decoder_log_var
+        )
+        self.data_shape = self.encoder.data_shape
+
+    @property
+    def likelihood(self) -> str:
+        """The decoder's likelihood, ``"gaussian"`` or ``"bernoulli"``."""
+        return self.decoder.likelihood
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q_phi(z_1 | x), each ``(B, latent_dim_1)``."""
+        check_tensor("x", x, shape=(None, *self.data_shape))
+        return self.encoder(x)
+
+    def encode_top(self, z1: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q_phi(z_2 | z_1), each ``(B, latent_dim_2)``."""
+        check_tensor("z1", z1, shape=(None, self.latent_dim_1))
+        return self.encoder_top(z1)
+
+    def decode_top(self, z2: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of p_theta(z_1 | z_2), each ``(B, latent_dim_1)``."""
+        check_tensor("z2", z2, shape=(None, self.latent_dim_2))
+        return self.decoder_top(z2)
+
+    def decode(self, z1: Tensor) -> Tensor:
+        """E[x | z_1] in data units, shape ``(B, *data_shape)``."""
+        check_tensor("z1", z1, shape=(None, self.latent_dim_1))
+        return self.decoder.mean(z1)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> HVAELatents:
+        """Encode bottom-up: draw z_1 ~ q(z_1 | x), then z_2 ~ q(z_2 | z_1), reparameterized.
+
+        Both draws come from ``generator``, z_1's noise first, then z_2's.
+
+        Book: eqs. (eq-hvae-markov-posterior) and (eq-reparameterization).
+        """
+        mean_1, log_var_1 = self.encode(x)
+        z1 = sample_diag_gaussian(mean_1, log_var_1, generator=generator)
+        mean_2, log_var_2 = self.encode_top(z1)
+        z2 = sample_diag_gaussian(mean_2, log_var_2, generator=generator)
+        return HVAELatents(z1, z2, mean_1, log_var_1, mean_2, log_var_2)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decode the mean of q(z_1 | x): the deterministic reconstruction of ``x``."""
+        mean_1, _ = self.encode(x)
+        return self.decode(mean_1)
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, decoder_noise: bool = False
+    ) -> Tensor:
+        """Generate ``n`` examples top-down: z_2 ~ N(0, I), z_1 ~ p(z_1 | z_2), then x.
+
+        Returns the decoder mean E[x | z_1] (``decoder_noise=False``) or a draw from
+        p_theta(x | z_1) (``True``). The step z_2 -> z_1 is always sampled: it is part of
+        the model, and its mean alone would not be a sample.
+        """
+        check_int_at_least("n", n, 1)
+        weight = next(self.parameters())  # draw z_2 with the model's dtype and device
+        z2 = torch.randn(
+            n, self.latent_dim_2, generator=generator, dtype=weight.dtype, device=weight.device
+        )
+        z1 = sample_diag_gaussian(*self.decode_top(z2), generator=generator)
+        if decoder_noise:
+            return self.decoder.sample(z1, generator=generator)
+        return self.decoder.mean(z1)
+
+
+class HVAENegativeELBO(NamedTuple):
+    """The negative ELBO of a :class:`MarkovianHVAE`, term by term, each ``(B,)``, in nats."""
+
+    reconstruction: Tensor
+    """-log p_theta(x | z_1) at one z_1 ~ q_phi(z_1 | x)."""
+    log_ratio_z1: Tensor
+    """log q_phi(z_1 | x) - log p_theta(z_1 | z_2) at the sampled (z_1, z_2): a one-sample
+    estimate of the level-1 term. Not a KL divergence: its expectation can be negative."""
+    kl_z2: Tensor
+    """KL(q_phi(z_2 | z_1) || N(0, I)) in closed form at the sampled z_1 (a genuine KL)."""
+    total: Tensor
+    """The sum of the three: an unbiased estimate of -ELBO >= -log p_theta(x)."""
+
+
+def _check_hvae(model: object) -> MarkovianHVAE:
+    if not isinstance(model, MarkovianHVAE):
+        raise TypeError(f"model must be a udm.vae.MarkovianHVAE, got {type(model).__name__}")
+    return model
+
+
+def hvae_negative_elbo(
+    model: MarkovianHVAE, x: Tensor, *, generator: torch.Generator | None = None
+) -> HVAENegativeELBO:
+    """The two-level HVAE loss per example, one term per level, in nats.
+
+    With z_1 ~ q(z_1 | x) and z_2 ~ q(z_2 | z_1) drawn once (z_1's noise first, from
+    ``generator``): reconstruction = -log p(x | z_1); log_ratio_z1 = log q(z_1 | x) -
+    log p(z_1 | z_2); kl_z2 = KL(q(z_2 | z_1) || N(0, I)), exact given z_1. Their sum
+    estimates -ELBO without bias. Only the top term is a KL: under q, z_2 is drawn
+    *after* z_1, so z_1 given z_2 is not distributed as q(z_1 | x) and the level-1 term
+    is a Monte Carlo log ratio. Average ``.total`` over the batch for a training loss.
+
+    Book: eq. (eq-hvae-elbo-two-level), Chapter 5.
+    """
+    model = _check_hvae(model)
+    latents = model(x, generator=generator)
+    z1, z2 = latents.z1, latents.z2
+    reconstruction = -model.decoder.log_prob(x, z1)
+    prior_mean_1, prior_log_var_1 = model.decode_top(z2)
+    log_ratio_z1 = diag_gaussian_log_prob(
+        z1, latents.mean_1, latents.log_var_1
+    ) - diag_gaussian_log_prob(z1, prior_mean_1, prior_log_var_1)
+    kl_z2 = kl_to_standard_normal(latents.mean_2, latents.log_var_2)
+    return HVAENegativeELBO(
+        reconstruction, log_ratio_z1, kl_z2, reconstruction + log_ratio_z1 + kl_z2
+    )
+
+
+def hvae_importance_weighted_log_likelihood(
+    model: MarkovianHVAE,
+    x: Tensor,
+    k: int,
+    *,
+    generator: torch.Generator | None = None,
+    max_batch: int = 32_768,
+) -> Tensor:
+    """The importance-weighted bound L_k on log p_theta(x) for a two-level HVAE, shape ``(B,)``.
+
+    As :func:`importance_weighted_log_likelihood`, with the weight of a bottom-up draw
+    (z_1, z_2) ~ q(z_1 | x) q(z_2 | z_1) being
+    w = p(x | z_1) p(z_1 | z_2) p(z_2) / (q(z_1 | x) q(z_2 | z_1)). In each chunk all
+    z_1 noise is drawn before all z_2 noise.
+
+    Book: eqs. (eq-iwae-bound), Chapter 3, and (eq-hvae-markov-joint), Chapter 5.
+    """
+    model = _check_hvae(model)
+    check_int_at_least("k", k, 1)
+    check_int_at_least("max_batch", max_batch, 1)
+    mean_1, log_var_1 = model.encode(x)
+
+    def log_weights(m: int) -> Tensor:
+        """log p(x, z_1, z_2) - log q(z_1, z_2 | x) for m draws per example, shape (m * B,)."""
+        mean_1m, log_var_1m = _repeat(mean_1, m), _repeat(log_var_1, m)
+        z1 = sample_diag_gaussian(mean_1m, log_var_1m, generator=generator)
+        mean_2, log_var_2 = model.encode_top(z1)
+        z2 = sample_diag_gaussian(mean_2, log_var_2, generator=generator)
+        prior_mean_1, prior_log_var_1 = model.decode_top(z2)
+        zeros = torch.zeros_like(z2)
+        return (
+            model.decoder.log_prob(_repeat(x, m), z1)
+            + diag_gaussian_log_prob(z1, prior_mean_1, prior_log_var_1)
+            + diag_gaussian_log_prob(z2, zeros, zeros)
+            - diag_gaussian_log_prob(z1, mean_1m, log_var_1m)
+            - diag_gaussian_log_prob(z2, mean_2, log_var_2)
+        )
+
+    return _log_mean_exp_over_draws(log_weights, x.shape[0], k, max_batch)
