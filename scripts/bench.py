@@ -27,6 +27,8 @@ def time_notebook(path: Path) -> float:
         notebook,
         timeout=600,
         kernel_name="python3",
+        # Quiet the kernel's start-up notice about its local TCP transport.
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
         resources={"metadata": {"path": str(path.parent)}},
     )
     start = time.perf_counter()
