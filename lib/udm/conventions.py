@@ -23,13 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from udm import parameterizations
 from udm.schedules import NoiseSchedule, linear_schedule
 from udm.validate import (
-    check_batch_vector,
     check_int_at_least,
     check_positive,
     check_tensor,
-    per_example,
 )
 
 #: diffusers' names for what a network predicts: the noise, the clean sample, or v.
@@ -270,12 +269,11 @@ def vp_sde_schedule(T: int, beta_min: float = 0.1, beta_max: float = 20.0) -> No
 
 
 # ----------------------------------------------------------------------------- predictions
-def _sqrt_coefficients(alpha_bar: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-    """sqrt(alpha_bar) and sqrt(1 - alpha_bar), shaped (B, 1, ..., 1) to broadcast with ``like``."""
-    check_batch_vector("alpha_bar", alpha_bar, like.shape[0])
-    _check_in_range("alpha_bar", alpha_bar, 0.0, 1.0, low_open=True, high_open=True)
-    a = alpha_bar.double()
-    return per_example(a.sqrt(), like), per_example((1.0 - a).sqrt(), like)
+#: The book's name for each of diffusers' prediction types; the conversions themselves are
+#: :mod:`udm.parameterizations`'.
+BOOK_PREDICTIONS: dict[str, str] = {
+    theirs: ours for ours, theirs in parameterizations.DIFFUSERS_PREDICTION_TYPES.items()
+}
 
 
 def prediction_target(x0: Tensor, noise: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
@@ -290,14 +288,9 @@ def prediction_target(x0: Tensor, noise: Tensor, alpha_bar: Tensor, prediction_t
     Book: the three parameterizations, Appendix "Notation crosswalk".
     """
     _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-    check_tensor("x0", x0, min_ndim=1)
-    check_tensor("noise", noise, shape=tuple(x0.shape))
-    signal, noise_std = _sqrt_coefficients(alpha_bar, x0)
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "sample":
-        return x0
-    return signal * noise - noise_std * x0
+    return parameterizations.prediction_target(
+        x0, noise, alpha_bar, BOOK_PREDICTIONS[prediction_type]
+    )
 
 
 def x0_eps_from_prediction(
@@ -317,11 +310,7 @@ def x0_eps_from_prediction(
     Book: the three parameterizations, Appendix "Notation crosswalk".
     """
     _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-    check_tensor("x_t", x_t, min_ndim=1)
     check_tensor("prediction", prediction, shape=tuple(x_t.shape))
-    signal, noise_std = _sqrt_coefficients(alpha_bar, x_t)
-    if prediction_type == "sample":
-        return prediction, (x_t - signal * prediction) / noise_std
-    if prediction_type == "epsilon":
-        return (x_t - noise_std * prediction) / signal, prediction
-    return signal * x_t - noise_std * prediction, noise_std * x_t + signal * prediction
+    return parameterizations.x0_and_eps(
+        prediction, x_t, alpha_bar, BOOK_PREDICTIONS[prediction_type]
+    )
