@@ -9,12 +9,13 @@ export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help install book test lint unit notebooks browser bench screenshots strip lock clean
+.PHONY: help install book test lint unit notebooks seeds browser bench screenshots strip lock clean
 
 help:
 	@echo "make book    build the HTML book into _build/html (executes every chapter)"
 	@echo "make test    lint, unit tests, every notebook through nbval, the strict build, browser checks"
 	@echo "make bench   seconds per chapter and core operations per second"
+	@echo "make seeds   every chapter through nbval again for UDM_SEED = 1, 2, 3 (claims must hold for other seeds)"
 	@echo "make screenshots   full-page screenshots of every page into _build/screenshots"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -38,6 +39,14 @@ unit: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/pytest --nbval-lax chapters -n 2 --dist loadfile -q
+
+# Not part of `make test`: three more executions of every chapter, each with other random seeds.
+SEEDS ?= 1 2 3
+seeds: $(STAMP)
+	set -e; for s in $(SEEDS); do \
+	  echo "== UDM_SEED=$$s"; \
+	  UDM_SEED=$$s $(BIN)/pytest --nbval-lax chapters -n 2 --dist loadfile -q; \
+	done
 
 browser: $(STAMP)
 	$(BIN)/pytest tests/browser -m browser -q -rs

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from udm import seeds
 from udm.nets import MLP
 from udm.train import check_finite, default_device, minibatch_indices, progress, seed_everything
 from udm.validate import check_int_at_least, check_positive, check_tensor
@@ -236,9 +237,9 @@ def train_gan(
     shuffle = seed_everything(seed)
     # The snapshot latents come from their own generator: recording snapshots does not
     # change the training run.
-    fixed_z = torch.randn(
-        n_snapshot, generator.latent_dim, generator=torch.Generator().manual_seed(seed)
-    ).to(device)
+    fixed_z = torch.randn(n_snapshot, generator.latent_dim, generator=seeds.generator(seed)).to(
+        device
+    )
 
     def latents() -> Tensor:
         return torch.randn(batch_size, generator.latent_dim, device=device)

@@ -25,6 +25,7 @@ import torch
 from sklearn.datasets import load_digits, make_moons, make_swiss_roll
 from sklearn.model_selection import train_test_split
 
+from udm import seeds
 from udm.validate import (
     check_batch_vector,
     check_int_at_least,
@@ -342,13 +343,15 @@ def _check_noise(noise: float) -> None:
 def two_moons(n: int, noise: float = 0.05, seed: int = 0) -> torch.Tensor:
     """``n`` points on two interleaved half circles, float32 of shape (n, 2).
 
+    ``seed`` is a book seed number (:func:`udm.seeds.seed`), like every seed below.
+
     scikit-learn's ``make_moons`` (``noise`` is the standard deviation it adds, in
     its own units) mapped by the fixed affine map 2 (x - (0.5, 0.25)), which sends
     the moons' box [-1, 2] x [-0.5, 1] to [-3, 3] x [-1.5, 1.5].
     """
     check_int_at_least("n", n, 1)
     _check_noise(noise)
-    points, _ = make_moons(n_samples=n, noise=noise, random_state=seed)
+    points, _ = make_moons(n_samples=n, noise=noise, random_state=seeds.seed(seed))
     return torch.from_numpy(2.0 * (points - np.array([0.5, 0.25]))).float()
 
 
@@ -361,7 +364,7 @@ def swiss_roll(n: int, noise: float = 0.5, seed: int = 0) -> torch.Tensor:
     """
     check_int_at_least("n", n, 1)
     _check_noise(noise)
-    points, _ = make_swiss_roll(n_samples=n, noise=noise, random_state=seed)
+    points, _ = make_swiss_roll(n_samples=n, noise=noise, random_state=seeds.seed(seed))
     return torch.from_numpy((points[:, [0, 2]] - 1.5) / 4.2).float()
 
 
@@ -372,7 +375,7 @@ def checkerboard(n: int, seed: int = 0) -> torch.Tensor:
     bottom-left corner) is dark when i + j is even. Returns float32 of shape (n, 2).
     """
     check_int_at_least("n", n, 1)
-    rng = np.random.default_rng(seed)
+    rng = seeds.numpy_rng(seed)
     column = rng.integers(0, 4, size=n)
     # Pick one of the two dark rows of the same parity as the column: i + j even.
     row = 2 * rng.integers(0, 2, size=n) + column % 2
@@ -381,13 +384,13 @@ def checkerboard(n: int, seed: int = 0) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------- digits
-@functools.lru_cache(maxsize=1)
-def _digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The fixed stratified 80/20 split of scikit-learn's 8x8 digits (cached)."""
+@functools.lru_cache(maxsize=4)
+def _digits_split(random_state: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The stratified 80/20 split of scikit-learn's 8x8 digits for one seed (cached)."""
     digits = load_digits()
     images = (digits.images / 8.0 - 1.0).astype(np.float32)  # 0..16 -> -1..1
     train_x, test_x, train_y, test_y = train_test_split(
-        images, digits.target, test_size=0.2, stratify=digits.target, random_state=0
+        images, digits.target, test_size=0.2, stratify=digits.target, random_state=random_state
     )
     return {"train": (train_x, train_y), "test": (test_x, test_y)}
 
@@ -397,11 +400,12 @@ def load_digits_data(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
     scikit-learn's bundled copy of the UCI digits (1,797 images, grey levels 0..16,
     mapped linearly to [-1, 1]), split once and for all by ``train_test_split``
-    with test_size=0.2, stratified by label, random_state=0: 1,437 training and
+    with test_size=0.2, stratified by label, random_state=:func:`udm.seeds.seed` ``(0)``
+    (0 in the book's default run; ``UDM_SEED`` draws another split): 1,437 training and
     360 test images. ``split`` is "train" or "test". Each call returns fresh
     tensors, so editing them in place cannot change later calls.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    images, labels = _digits_split()[split]
+    images, labels = _digits_split(seeds.seed(0))[split]
     return torch.tensor(images[:, None]), torch.tensor(labels, dtype=torch.int64)

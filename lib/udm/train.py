@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from udm import seeds
 from udm.validate import check_int_at_least, check_positive, check_tensor
 
 LossFn = Callable[[nn.Module, tuple[Tensor, ...]], Tensor]
@@ -37,15 +38,17 @@ LossFn = Callable[[nn.Module, tuple[Tensor, ...]], Tensor]
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python's ``random``, NumPy's legacy global RNG and torch; return a seeded generator.
 
-    The returned ``torch.Generator`` (on the CPU, seeded with ``seed``) is meant for data
-    shuffling, so that the order of minibatches does not depend on how many random numbers
-    the model or the loss drew.
+    ``seed`` is a book seed number: the value used is :func:`udm.seeds.seed` ``(seed)``, which
+    moves with the environment variable ``UDM_SEED``. The returned ``torch.Generator`` (on
+    the CPU, seeded with that value) is meant for data shuffling, so that the order of
+    minibatches does not depend on how many random numbers the model or the loss drew.
     """
     check_int_at_least("seed", seed, 0)
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 (the legacy global RNG is what we mean to seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
+    value = seeds.seed(seed)
+    random.seed(value)
+    np.random.seed(value)  # noqa: NPY002 (the legacy global RNG is what we mean to seed)
+    torch.manual_seed(value)
+    return torch.Generator().manual_seed(value)
 
 
 def default_device() -> torch.device:
