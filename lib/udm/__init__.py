@@ -4,6 +4,8 @@ One module per idea, each read next to the chapter that introduces it:
 
 ==========================  ========================================================
 ``udm.validate``            argument checks with errors that name the argument
+``udm.seeds``               one switch, UDM_SEED, for every random seed of a chapter
+``udm.exercises``           reference answers of the exercises, for the student notebooks
 ``udm.gaussian``            diagonal-Gaussian densities, KL divergences, sampling (Ch. 3)
 ``udm.symbolic``            SymPy helpers for the derivation checks (every chapter)
 ``udm.toy``                 data with exact ground truth: Gaussian mixtures, 8x8 digits
@@ -20,6 +22,7 @@ One module per idea, each read next to the chapter that introduces it:
 ``udm.parameterizations``   x_0, noise, score and v predictions; one denoiser interface (Ch. 7)
 ``udm.score``               score matching, Langevin, SDE/ODE and DDIM samplers (Ch. 8)
 ``udm.guidance``            classifier and classifier-free guidance (Ch. 9)
+``udm.likelihood``          exact log-likelihoods of ODE flows (Ch. 10)
 ``udm.conventions``         other papers' and libraries' schedule conventions (appendix)
 ==========================  ========================================================
 
