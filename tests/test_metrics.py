@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from udm import metrics
 from udm.metrics import mode_coverage, sliced_wasserstein
 from udm.toy import default_mixture, ring_mixture
 
@@ -140,3 +141,34 @@ def test_mode_coverage_bad_input_is_named():
         mode_coverage(samples, means, std=0.1, radius_in_stds=-1.0)
     with pytest.raises(ValueError, match="min_count"):
         mode_coverage(samples, means, std=0.1, min_count=0)
+
+
+def test_wasserstein2_matches_brute_force_assignment() -> None:
+    # With N = M and uniform weights the optimal coupling is a permutation (Birkhoff):
+    # compare POT's linear program with an independent assignment solver.
+    from scipy.optimize import linear_sum_assignment
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 2, generator=g), torch.randn(40, 2, generator=g) + 0.5
+    cost = torch.cdist(x.double(), y.double()).square().numpy()
+    rows, cols = linear_sum_assignment(cost)
+    expected = math.sqrt(cost[rows, cols].mean())
+    assert metrics.wasserstein2(x, y) == pytest.approx(expected, rel=1e-9)
+
+
+def test_wasserstein2_of_a_translation_and_unequal_sizes() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(30, 3, generator=g, dtype=torch.float64)
+    shift = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    assert metrics.wasserstein2(x, x + shift) == pytest.approx(shift.norm().item(), rel=1e-9)
+    # Each of 3 points carries 1/3 and each of 6 points 1/6: pairing duplicates costs nothing.
+    y = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    assert metrics.wasserstein2(y, torch.cat([y, y])) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.wasserstein2(y, y) == 0.0
+
+
+def test_wasserstein2_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="y must have the same dimension as x"):
+        metrics.wasserstein2(torch.zeros(3, 2), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="x must hold finite values"):
+        metrics.wasserstein2(torch.full((3, 2), math.nan), torch.zeros(3, 2))

@@ -9,7 +9,7 @@ One module per idea, each read next to the chapter that introduces it:
 ``udm.gaussian``            diagonal-Gaussian densities, KL divergences, sampling (Ch. 3)
 ``udm.symbolic``            SymPy helpers for the derivation checks (every chapter)
 ``udm.toy``                 data with exact ground truth: Gaussian mixtures, 8x8 digits
-``udm.metrics``             sliced Wasserstein distance, mode coverage
+``udm.metrics``             sliced and exact Wasserstein distances, mode coverage
 ``udm.nets``                small networks (MLPs, time embeddings)
 ``udm.train``               the one training loop every chapter uses
 ``udm.plot``                the book's figure style
