@@ -10,7 +10,7 @@ export MKL_NUM_THREADS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: help install book test lint unit notebooks seeds browser bench screenshots strip lock clean \
-	lab test-lab
+	lab test-lab student test-student
 
 help:
 	@echo "make book    build the HTML book into _build/html (executes every chapter)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench   seconds per chapter and core operations per second"
 	@echo "make seeds   every chapter through nbval again for UDM_SEED = 1, 2, 3 (claims must hold for other seeds)"
 	@echo "make screenshots   full-page screenshots of every page into _build/screenshots"
+	@echo "make student student notebooks in _build/student: each solution replaced by a stub that checks your answer"
 	@echo "make lab     JupyterLab on the chapters with the book's kernel (LAB_DIR=_build/student for the student copies)"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -39,8 +40,22 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests --ignore=tests/browser -q -m "not lab and not student and not pdf"
 
+# Every chapter in a fresh kernel; each exercises.answer(...) call also records its answer in
+# the answer key (_build/answer_key), marked complete when every chapter passed.
+KEY := _build/answer_key
 notebooks: $(STAMP)
-	$(BIN)/pytest --nbval-lax chapters -n 2 --dist loadfile -q
+	rm -rf $(KEY) && mkdir -p $(KEY)
+	UDM_ANSWER_KEY=$(CURDIR)/$(KEY) $(BIN)/pytest --nbval-lax chapters -n 2 --dist loadfile -q
+	touch $(KEY)/.complete
+
+# Student copies of the chapters in _build/student (solutions replaced by checked stubs).
+student: $(STAMP)
+	$(BIN)/python scripts/student.py
+
+# The answer key and the student copies, checked: every reference answer passes, a wrong one
+# fails, the copies run with the stubs unfilled, and one runs with the stubs filled in.
+test-student: student
+	$(BIN)/pytest tests/test_student.py -m student -q
 
 # Not part of `make test`: three more executions of every chapter, each with other random seeds.
 SEEDS ?= 1 2 3
@@ -57,11 +72,14 @@ test: lint unit notebooks book browser
 
 # JupyterLab from .venv, rooted at LAB_DIR; the environment's kernel and widget extension come
 # first (JUPYTER_PREFER_ENV_PATH), before any a user installed elsewhere. LAB_ARGS: more options.
-# As root (a container, CI) Jupyter refuses to start without --allow-root.
+# As root (a container, CI) Jupyter refuses to start without --allow-root. No news feed and no
+# update check: JupyterLab would otherwise offer to fetch them from the network.
 LAB_DIR ?= chapters
 LAB_ARGS ?=
 lab: $(STAMP)
 	JUPYTER_PREFER_ENV_PATH=1 $(BIN)/jupyter lab --ServerApp.root_dir=$(LAB_DIR) \
+	  --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+	  --LabApp.extension_manager=readonly \
 	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test-lab: $(STAMP)
@@ -73,8 +91,10 @@ bench: $(STAMP)
 screenshots: $(STAMP)
 	$(BIN)/pytest tests/browser -m browser -q -k screenshot
 
+# Outputs out, then every solution cell collapsed for JupyterLab (and no other cell).
 strip: $(STAMP)
 	$(BIN)/nbstripout chapters/*.ipynb
+	$(BIN)/python scripts/collapse_solutions.py chapters/*.ipynb
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/'
