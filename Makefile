@@ -10,11 +10,12 @@ export MKL_NUM_THREADS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: help install book test lint unit notebooks seeds browser bench screenshots strip lock clean \
-	lab test-lab student test-student
+	lab test-lab student test-student book-fresh pdf test-pdf test-build
 
 help:
-	@echo "make book    build the HTML book into _build/html (executes every chapter)"
-	@echo "make test    lint, unit tests, every notebook through nbval, the strict build, browser checks"
+	@echo "make book    build the HTML book into _build/html (executes the chapters whose code changed)"
+	@echo "make test    lint, unit tests, notebooks, a fresh strict build, student copies, JupyterLab, browser, PDF"
+	@echo "make pdf     one PDF of the whole book: _build/pdf/book.pdf"
 	@echo "make bench   seconds per chapter and core operations per second"
 	@echo "make seeds   every chapter through nbval again for UDM_SEED = 1, 2, 3 (claims must hold for other seeds)"
 	@echo "make screenshots   full-page screenshots of every page into _build/screenshots"
@@ -30,15 +31,44 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-book: $(STAMP)
-	$(BIN)/jupyter-book build . -W -n --keep-going
+# Executed notebooks are cached (_config.yml: execute_notebooks: cache), keyed by their code, and
+# Sphinx re-reads only changed pages: a rebuild with nothing changed executes nothing. Neither
+# sees lib/udm or the installed packages, so when any of them is newer than the last build the
+# cache and Sphinx's saved environment are emptied and every chapter runs again.
+BUILD_CMD := $(BIN)/jupyter-book build . -W -n --keep-going
+CACHE := _build/.jupyter_cache _build/.doctrees
+LIB_STAMP := _build/.lib-stamp
+$(LIB_STAMP): $(shell find lib/udm -name '*.py') $(STAMP)
+	rm -rf $(CACHE)
+	mkdir -p _build && touch $@
+
+book: $(STAMP) $(LIB_STAMP)
+	$(BUILD_CMD)
+
+# `make test`'s build: from an empty cache, so every chapter executes fresh.
+book-fresh: $(STAMP)
+	rm -rf $(CACHE)
+	mkdir -p _build && touch $(LIB_STAMP)
+	$(BUILD_CMD)
+
+# One PDF of the whole book: the single-page build (same cache) printed by Debian's Chromium.
+pdf: $(STAMP) $(LIB_STAMP)
+	$(BUILD_CMD) --builder singlehtml
+	$(BIN)/python scripts/pdf.py
+
+test-pdf: pdf
+	$(BIN)/pytest tests/test_pdf.py -m pdf -q
+
+# The build machinery on a small fixture book: appendix letters, the cache, the PDF's checks.
+test-build: $(STAMP)
+	$(BIN)/pytest tests/test_build.py -m build -q -rs
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check lib tests scripts
 
 unit: $(STAMP)
-	$(BIN)/pytest tests --ignore=tests/browser -q -m "not lab and not student and not pdf"
+	$(BIN)/pytest tests --ignore=tests/browser -q -m "not lab and not student and not pdf and not build"
 
 # Every chapter in a fresh kernel; each exercises.answer(...) call also records its answer in
 # the answer key (_build/answer_key), marked complete when every chapter passed.
@@ -68,7 +98,9 @@ seeds: $(STAMP)
 browser: $(STAMP)
 	$(BIN)/pytest tests/browser -m browser -q -rs
 
-test: lint unit notebooks book browser
+# In this order from a fresh clone: the notebooks collect the answer key that the student
+# copies check against; the fresh book build feeds the browser checks and the PDF.
+test: lint unit test-build notebooks book-fresh test-student test-lab browser test-pdf
 
 # JupyterLab from .venv, rooted at LAB_DIR; the environment's kernel and widget extension come
 # first (JUPYTER_PREFER_ENV_PATH), before any a user installed elsewhere. LAB_ARGS: more options.
