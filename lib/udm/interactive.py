@@ -10,8 +10,10 @@ JupyterLab as a cell's HTML output. In print (the PDF) it shows the first frame 
     interactive.slider(draw, values=[0.1, 0.5, 1.0], label="noise level t",
                        alt="the noised data at noise level t", value_format="{:.1f}")
 
-``draw(value)`` returns a matplotlib figure; it is rendered and closed. Keep the frames small:
-the HTML of one figure must stay under ``max_bytes`` (about 1 MB).
+``draw(value)`` returns a matplotlib figure; it is rendered and closed. Give every frame the same
+size and axes limits (and ``layout="constrained"``, so no label is cut off), or the picture
+jumps as the slider moves. Keep the frames small: the HTML of one figure must stay under
+``max_bytes`` (about 1 MB); 10 to 30 frames at the default 80 dpi fit easily.
 
 Book: the interactive figures of every chapter.
 """
