@@ -429,8 +429,33 @@ def _wrong_value(value: Any, tolerance: exercises.Tolerance) -> tuple[Any, str]:
         return 2 * value, "x 2"
     if isinstance(value, sp.Basic):
         return (2 * value, "x 2") if value != 0 else (value + 1, "+ 1")
-    first, words = _wrong_value(value[0], tolerance)
-    return (first, *value[1:]), f"[0] {words}" if words != "wrong" else "[0]"
+    first, _ = _wrong_value(value[0], tolerance)
+    return (first, *value[1:]), "[0]"
+
+
+def reference_and_wrong_answer_failures(key: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every recorded answer in `key` through `check`: the reference must pass, and a known
+    wrong answer for each value (chosen by its kind) must fail with the expected words."""
+    monkeypatch.setenv(exercises.KEY_ENV_VAR, str(key))
+    failures = []
+    for label in sorted(student.load_key(key)):
+        recorded = exercises.reference(label)
+        tolerance = exercises.Tolerance(recorded["rtol"], recorded["atol"])
+        result = exercises.check(label, **recorded["values"])
+        if not result.passed:
+            failures.append(f"{label}: the reference itself fails: {result}")
+        for name, value in recorded["values"].items():
+            wrong, words = _wrong_value(value, tolerance)
+            verdict = exercises.check(label, **{name: wrong})
+            if verdict.statuses[name] != "wrong" or words not in verdict.messages[name]:
+                failures.append(f"{label}.{name}: a wrong answer got {verdict.messages[name]!r}")
+    return failures
+
+
+def test_fixture_answers_pass_and_known_wrong_ones_fail(
+    built: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert reference_and_wrong_answer_failures(built["key"], monkeypatch) == []
 
 
 @pytest.mark.student
@@ -445,20 +470,7 @@ def test_key_holds_every_recorded_exercise() -> None:
 def test_every_reference_answer_passes_and_a_known_wrong_one_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(exercises.KEY_ENV_VAR, str(BUILD / "student" / "answer_key"))
-    records = student.load_key(BUILD / "student" / "answer_key")
-    failures = []
-    for label in sorted(records):
-        recorded = exercises.reference(label)
-        tolerance = exercises.Tolerance(recorded["rtol"], recorded["atol"])
-        result = exercises.check(label, **recorded["values"])
-        if not result.passed:
-            failures.append(f"{label}: the reference itself fails: {result}")
-        for name, value in recorded["values"].items():
-            wrong, words = _wrong_value(value, tolerance)
-            verdict = exercises.check(label, **{name: wrong})
-            if verdict.statuses[name] != "wrong" or words not in verdict.messages[name]:
-                failures.append(f"{label}.{name}: a wrong answer got {verdict.messages[name]!r}")
+    failures = reference_and_wrong_answer_failures(BUILD / "student" / "answer_key", monkeypatch)
     assert not failures, "\n".join(failures)
 
 
