@@ -9,7 +9,7 @@ MathJax has typeset every formula and every image is decoded, and prints it:
   linked), and the PDF's outline (bookmarks) from the headings;
 - the solutions unfolded (a reader of paper cannot click), interactive figures at their first
   frame, long code lines wrapped, the web page's navigation left out;
-- A4 with page numbers.
+- A4 at 80 % (wide equations fit), with page numbers.
 
 Usage: python scripts/pdf.py [BOOK_ROOT]  (reads BOOK_ROOT/_build/singlehtml, writes
 BOOK_ROOT/_build/pdf/book.pdf; BOOK_ROOT defaults to this repository)
@@ -49,11 +49,36 @@ PRINT_CSS = """
 }
 """
 
-# Everything folded is opened: a reader of paper cannot click.
-UNFOLD = """() => {
+# Everything folded is opened: a reader of paper cannot click. Links to places on the single
+# page (written as "intro.html#x") become "#x", so the PDF links them inside the document.
+PREPARE = """(page) => {
   document.querySelectorAll(".toggle-hidden").forEach(el => el.classList.remove("toggle-hidden"));
   document.querySelectorAll("details").forEach(el => { el.open = true; });
+  for (const link of document.querySelectorAll("a[href]")) {
+    const url = new URL(link.getAttribute("href"), location.href);
+    const name = url.pathname.split("/").pop();
+    const here = name === page || url.pathname === location.pathname;
+    if (url.origin === location.origin && url.hash && here) link.setAttribute("href", url.hash);
+  }
 }"""
+PRINTED_PAGE = "pdf-source.html"
+# A display formula wider than the printed column is set in a smaller font until it fits (on
+# screen it scrolls; on paper it would be cut off).
+FIT_MATH = """() => {
+  let shrunk = 0;
+  for (const math of document.querySelectorAll("mjx-container[display='true']")) {
+    const room = math.parentElement.clientWidth - 60;  // leave the equation number its place
+    const width = math.firstElementChild?.getBoundingClientRect().width || 0;
+    if (room > 0 && width > room) {
+      math.style.fontSize = Math.floor(100 * room / width) + "%";
+      shrunk += 1;
+    }
+  }
+  return shrunk;
+}"""
+SCALE = 0.8
+# The printed column in CSS pixels: A4's 210 mm less two 16 mm margins, at SCALE, 96 px/inch.
+COLUMN_PX = round((210 - 2 * 16) / SCALE / 25.4 * 96)
 # The theme prints its own contents (#jb-print-docs-body: the parts of _toc.yml and their
 # chapters, numbered and linked); these are the chapters it lists.
 LISTED = """() => document.querySelectorAll("#jb-print-toc a[href^='#document-']").length"""
@@ -78,6 +103,17 @@ def start_page(folder: Path) -> str:
     return redirect[1] if redirect else "index.html"
 
 
+def printable_copy(folder: Path) -> str:
+    """A copy of the single page at the top of `folder`, where its relative links point.
+
+    Sphinx writes the single page as the root document (book/intro.html) but computes its
+    links to _static/ and _images/ as if it sat at the top; the copy sits there.
+    """
+    page = start_page(folder)
+    (folder / PRINTED_PAGE).write_bytes((folder / page).read_bytes())
+    return page
+
+
 def print_book(folder: Path, pdf: Path) -> int:
     """Print the single-page build in `folder` to `pdf`; returns the number of chapters listed."""
     chromium = find_chromium()
@@ -87,9 +123,9 @@ def print_book(folder: Path, pdf: Path) -> int:
     with serve(folder) as url, sync_playwright() as playwright:
         browser = launch(playwright, chromium)
         try:
-            visit = open_page(browser, url + start_page(folder), origin=url)
+            root_page = printable_copy(folder)
+            visit = open_page(browser, url + PRINTED_PAGE, url, timeout_ms=TYPESET_TIMEOUT_MS)
             page = visit.page
-            page.set_default_timeout(TYPESET_TIMEOUT_MS)
             missing = page.evaluate(WAIT_FOR_IMAGES)
             if missing:
                 raise SystemExit(f"images that did not load: {missing[:5]}")
@@ -98,12 +134,16 @@ def print_book(folder: Path, pdf: Path) -> int:
                     f"the page asked for resources off the machine: {visit.log.external}"
                 )
             page.add_style_tag(content=PRINT_CSS)
-            page.evaluate(UNFOLD)
+            page.evaluate(PREPARE, Path(root_page).name)
             chapters = page.evaluate(LISTED)
             page.emulate_media(media="print")
+            page.set_viewport_size({"width": COLUMN_PX, "height": 1200})
+            page.evaluate(FIT_MATH)
             page.pdf(
                 path=str(pdf),
                 format="A4",
+                # 80 %: display equations and code as wide as on a laptop screen fit the page.
+                scale=SCALE,
                 print_background=True,
                 margin={"top": "18mm", "bottom": "18mm", "left": "16mm", "right": "16mm"},
                 display_header_footer=True,
