@@ -300,7 +300,6 @@ def _check_names(cells: list[dict[str, Any]], chapter: Chapter) -> None:
     it, is gone (or has another value) in the student copy. A stub `name = ...` for an
     answer rebinds `name`: it must not be a chapter variable read after the exercise.
     """
-    bound_outside: set[str] = set()
     from_solution: dict[str, str] = {}  # name -> label of the solution that bound it
     stubs: dict[str, str] = {}  # answer name -> label, while the stub's value is `...`
     by_label = {call.label: call for call in chapter.answers}
@@ -335,7 +334,6 @@ def _check_names(cells: list[dict[str, Any]], chapter: Chapter) -> None:
         for name in bound:
             from_solution.pop(name, None)
             stubs.pop(name, None)
-        bound_outside |= bound
 
 
 def scan(notebook: dict[str, Any], name: str = "") -> Chapter:
