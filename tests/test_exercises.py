@@ -273,6 +273,7 @@ def test_srepr_reader_reads_what_srepr_writes() -> None:
         ("cosine", "a string"),
         (ARRAY, "a float array of shape (2, 2)"),
         (np.arange(3), "an integer array of shape (3,)"),
+        (torch.tensor(2.5), "a number"),
         (sp.sqrt(ALPHA) / (1 - T), "a SymPy expression in alpha, t"),
         (sp.Rational(1, 3), "a SymPy expression (a number, exact)"),
         (sp.Matrix([[ALPHA, 1]]), "a 1x2 SymPy matrix in alpha"),

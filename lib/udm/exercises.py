@@ -243,6 +243,8 @@ def hint(encoded: dict[str, Any]) -> str:
     shape (3,)", "a SymPy expression in a, t", ... (never the value itself)."""
     kind = encoded["kind"]
     if kind == "array":
+        if not encoded["shape"]:  # a 0-d array or tensor: any single number will do
+            return "an integer" if encoded["dtype"] == "int" else "a number"
         what = "an integer" if encoded["dtype"] == "int" else "a float"
         return f"{what} array of shape {tuple(encoded['shape'])}"
     if kind == "sympy":
