@@ -282,3 +282,12 @@ def test_srepr_reader_reads_what_srepr_writes() -> None:
 )
 def test_hint_names_the_kind_never_the_value(value: object, expected: str) -> None:
     assert exercises.hint(exercises.encode("v", value)) == expected
+
+
+def test_a_zero_dimensional_answer_takes_a_plain_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(exercises.KEY_ENV_VAR, str(tmp_path))
+    exercises.answer("ex-demo-snr", snr=torch.tensor(0.005, dtype=torch.float64), rtol=1e-3)
+    assert exercises.check("ex-demo-snr", snr=0.005).passed
+    assert "yours = answer x 2" in exercises.check("ex-demo-snr", snr=0.01).messages["snr"]
