@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pdf_checks import expectations, pdf_problems
+from pdf_checks import Expected, expectations, pdf_problems
 from pypdf import PdfReader
 
 pytestmark = pytest.mark.pdf
@@ -32,8 +32,14 @@ def printed() -> Path:
     return PDF
 
 
-def test_pdf_holds_every_chapter_with_math_figures_and_references(printed: Path) -> None:
-    expected = expectations(SINGLE_PAGE)
+@pytest.fixture(scope="module")
+def expected() -> Expected:
+    return expectations(SINGLE_PAGE)
+
+
+def test_pdf_holds_every_chapter_with_math_figures_and_references(
+    printed: Path, expected: Expected
+) -> None:
     numbered = [c for part in _parts() if part.get("numbered") for c in part["chapters"]]
     assert len(expected.chapters) >= len(numbered), expected.chapters
     assert expected.equation_numbers, "the book has numbered equations"
@@ -42,13 +48,13 @@ def test_pdf_holds_every_chapter_with_math_figures_and_references(printed: Path)
     assert not problems, "\n".join(problems)
 
 
-def test_chapters_are_numbered_and_appendices_lettered(printed: Path) -> None:
+def test_chapters_are_numbered_and_appendices_lettered(printed: Path, expected: Expected) -> None:
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     caption = config["sphinx"]["config"]["appendix_caption"]
     numbered = [part for part in _parts() if part.get("numbered")]
     chapters = sum(len(p["chapters"]) for p in numbered if p.get("caption") != caption)
     appendices = sum(len(p["chapters"]) for p in numbered if p.get("caption") == caption)
-    listed = expectations(SINGLE_PAGE).chapters
+    listed = expected.chapters
     labels = [re.match(r"^(\w+)\.", title)[1] for title in listed if re.match(r"^\w+\. ", title)]
     assert labels == [str(n) for n in range(1, chapters + 1)] + list(
         string.ascii_uppercase[:appendices]
