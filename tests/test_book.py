@@ -88,6 +88,42 @@ def test_config_serves_math_locally_and_fails_on_warnings() -> None:
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert "sphinx-mathjax-offline" in config["sphinx"]["extra_extensions"]
     assert config["sphinx"]["config"]["nb_ipywidgets_js"] == {}, "widget JS would come from a CDN"
-    assert config["execute"]["execute_notebooks"] == "force"
     makefile = (ROOT / "Makefile").read_text()
-    assert "jupyter-book build . -W -n --keep-going" in makefile
+    assert "BUILD_CMD := $(BIN)/jupyter-book build . -W -n --keep-going" in makefile
+
+
+def _recipe(makefile: str, target: str) -> str:
+    """The prerequisites line and recipe of `target` in the Makefile."""
+    found = re.search(rf"^{re.escape(target)}:(.*\n(?:\t.*\n)*)", makefile, re.M)
+    assert found, f"no {target} target in the Makefile"
+    return found[1]
+
+
+def test_rebuilds_use_the_cache_and_make_test_starts_fresh() -> None:
+    """execute_notebooks: cache; `make book` empties the cache (and Sphinx's saved environment)
+    when lib/udm or the environment is newer than the last build; `make test` builds from an
+    empty cache. (tests/test_build.py runs the cache and the Makefile rule for real.)"""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["execute"]["execute_notebooks"] == "cache"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "CACHE := _build/.jupyter_cache _build/.doctrees" in makefile
+    guard = _recipe(makefile, "$(LIB_STAMP)")
+    assert "$(shell find lib/udm -name '*.py') $(STAMP)" in guard and "rm -rf $(CACHE)" in guard
+    assert "$(LIB_STAMP)" in _recipe(makefile, "book") and "$(LIB_STAMP)" in _recipe(
+        makefile, "pdf"
+    )
+    assert "rm -rf $(CACHE)" in _recipe(makefile, "book-fresh")
+    test = _recipe(makefile, "test").split()
+    assert "book-fresh" in test and "book" not in test
+    assert test.index("notebooks") < test.index("test-student"), "the key comes from nbval"
+    assert test.index("book-fresh") < test.index("browser") < test.index("test-pdf")
+
+
+def test_appendices_are_lettered_by_the_local_extension() -> None:
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    extensions = config["sphinx"]["local_extensions"]
+    assert extensions == {"appendix_letters": "book/_ext", "singlehtml_nodes": "book/_ext"}
+    captions = [
+        part.get("caption") for part in yaml.safe_load((ROOT / "_toc.yml").read_text())["parts"]
+    ]
+    assert config["sphinx"]["config"]["appendix_caption"] in captions

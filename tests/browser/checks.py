@@ -221,3 +221,95 @@ def download_problems(page: Page, toc_page: TocPage, fetcher: Fetcher) -> list[s
         elif toc_page.source.endswith(".ipynb") and not is_notebook(fetched.body):
             problems.append(f"download {url} is not a Jupyter notebook")
     return problems
+
+
+# Interactive figures (udm.interactive): a div.udm-interactive holding an <img>, a range input
+# with a <label>, an <output> showing the value, and a play button. Each is moved three ways:
+# the keyboard (End, Home on the focused slider), setting the value with an input event, and
+# the play button; each move must change the image, its alt text and the value shown.
+FIGURE_STATE = """root => {
+  const img = root.querySelector("img"), slider = root.querySelector("input[type=range]");
+  const label = slider && slider.id &&
+    document.querySelector(`label[for="${CSS.escape(slider.id)}"]`);
+  return {src: img ? img.src : null, alt: img ? img.alt : "", slider: !!slider,
+          index: slider ? Number(slider.value) : null, max: slider ? Number(slider.max) : null,
+          shown: root.querySelector("output")?.textContent ?? null,
+          label: label ? label.textContent.trim() : (slider?.getAttribute("aria-label") || ""),
+          play: !!root.querySelector("button")};
+}"""
+SET_VALUE = """(slider, value) => {
+  slider.value = String(value);
+  slider.dispatchEvent(new Event("input", {bubbles: true}));
+}"""
+PLAY_ADVANCES = """async (root, timeout) => {
+  const slider = root.querySelector("input[type=range]");
+  const start = performance.now();
+  while (performance.now() - start < timeout) {
+    if (Number(slider.value) > 0) return true;
+    await new Promise(done => setTimeout(done, 25));
+  }
+  return false;
+}"""
+PLAY_TIMEOUT_MS = 5_000
+
+
+def _changed(before: dict, after: dict, how: str) -> list[str]:
+    problems = []
+    if after["src"] == before["src"]:
+        problems.append(f"{how}: the image did not change")
+    if after["shown"] == before["shown"]:
+        problems.append(f"{how}: the value shown did not change (still {before['shown']!r})")
+    if after["alt"] == before["alt"]:
+        problems.append(f"{how}: the image's alt text did not change")
+    return problems
+
+
+def interactive_problems(page: Page) -> list[str]:
+    """Interactive figures whose controls do not move what is shown, or are not labelled."""
+    problems = []
+    figures = page.locator(".udm-interactive")
+    for number in range(figures.count()):
+        root = figures.nth(number)
+        name = f"interactive figure {number + 1} ({root.get_attribute('id')})"
+        start = root.evaluate(FIGURE_STATE)
+        found = []
+        if not (start["src"] and start["slider"] and start["play"] and start["shown"] is not None):
+            problems.append(
+                f"{name}: needs an image, a range slider, a play button and an <output>"
+            )
+            continue
+        if not start["label"]:
+            problems.append(f"{name}: the slider has no <label> (or aria-label)")
+        if not start["alt"]:
+            problems.append(f"{name}: the image has no alt text")
+        slider = root.locator("input[type=range]")
+        # The keyboard: End goes to the last frame, Home back to the first.
+        slider.focus()
+        page.keyboard.press("Home")
+        home = root.evaluate(FIGURE_STATE)
+        page.keyboard.press("End")
+        page.wait_for_timeout(100)
+        end = root.evaluate(FIGURE_STATE)
+        found += _changed(home, end, "keyboard (End)")
+        page.keyboard.press("Home")
+        page.wait_for_timeout(100)
+        back = root.evaluate(FIGURE_STATE)
+        if back["src"] != home["src"] or back["shown"] != home["shown"]:
+            found.append("keyboard (Home): did not return to the first frame")
+        # Setting the value and sending an input event, as a script or assistive tool would.
+        middle = max(1, home["max"] // 2)
+        slider.evaluate(SET_VALUE, middle)
+        page.wait_for_timeout(100)
+        found += _changed(home, root.evaluate(FIGURE_STATE), f"value set to {middle} (input event)")
+        # Play from the first frame: the frames advance by themselves.
+        slider.evaluate(SET_VALUE, 0)
+        button = root.locator("button")
+        button.click()
+        if not root.evaluate(PLAY_ADVANCES, PLAY_TIMEOUT_MS):
+            found.append("play: the frames did not advance")
+        else:
+            found += _changed(home, root.evaluate(FIGURE_STATE), "play")
+        if button.get_attribute("aria-pressed") == "true":
+            button.click()  # pause
+        problems += [f"{name}: {problem}" for problem in found]
+    return problems

@@ -96,13 +96,14 @@ class Visit:
         return f"Visit({self.url!r})"
 
 
-def open_page(browser: Browser, url: str, origin: str) -> Visit:
-    """Load `url` in a fresh context and wait until its math is typeset.
+def open_page(browser: Browser, url: str, origin: str, timeout_ms: int = TIMEOUT_MS) -> Visit:
+    """Load `url` in a fresh context and wait until its math is typeset (each step at most
+    `timeout_ms`).
 
     Every request outside `origin` (the local server) is recorded and aborted before it leaves.
     """
     context = browser.new_context(viewport=VIEWPORT, service_workers="block")
-    context.set_default_timeout(TIMEOUT_MS)
+    context.set_default_timeout(timeout_ms)
     log = PageLog(origin=origin)
     context.route(lambda request_url: not log.is_local(request_url), log.abort_external)
     page = context.new_page()

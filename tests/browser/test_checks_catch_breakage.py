@@ -9,12 +9,16 @@ it; no book build is needed.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser
+
+from udm import interactive
 
 from .book import Fetcher, TocPage, serve
 from .checks import (
@@ -22,6 +26,7 @@ from .checks import (
     download_problems,
     external_request_problems,
     image_problems,
+    interactive_problems,
     link_problems,
     math_problems,
     solution_problems,
@@ -80,6 +85,42 @@ CDN_SCRIPT = '<script src="https://cdn.example.invalid/tex-chtml.js"></script>'
 UNTYPESET = '<p>Math with no MathJax: <span class="math">\\(y\\)</span></p>'
 
 
+def _swatch(shade: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 20), (shade, 90, 160)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def moving_figure(**changes: str) -> str:
+    """A udm.interactive figure of four frames, its HTML edited by `changes` (old -> new)."""
+    page = interactive.InteractiveFigure(
+        [_swatch(shade) for shade in (0, 80, 160, 240)],
+        [0.0, 0.25, 0.5, 1.0],
+        label="guidance scale w",
+        alt="a coloured swatch",
+        interval_ms=50,
+    ).html
+    for old, new in changes.items():
+        assert old in page, old
+        page = page.replace(old, new)
+    return page
+
+
+# One of each control done right, on the good page.
+GOOD += moving_figure()
+
+# Four broken controls: no script at all, a value label that never updates, a play button that
+# does nothing, and a slider without a label.
+STUCK = "".join(
+    (
+        moving_figure(**{interactive.SCRIPT: ""}),
+        moving_figure(**{"out.textContent = data.values[i];": ""}),
+        moving_figure(**{"timer = setInterval(": "timer = 0 && setInterval("}),
+        moving_figure(**{">guidance scale w</label>": "></label>"}),
+    )
+)
+
+
 def offline_mathjax() -> Path:
     """MathJax 3 as the sphinx-mathjax-offline extension ships it: the copy the book serves."""
     spec = importlib.util.find_spec("sphinx-mathjax-offline")
@@ -99,6 +140,7 @@ def broken_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "good.html": HEAD.format(title="Good", extra=MATHJAX + THEBE_TWICE, body=GOOD),
         "bad.html": HEAD.format(title="Bad", extra=MATHJAX + CDN_SCRIPT, body=BAD),
         "untypeset.html": HEAD.format(title="Untypeset", extra="", body=UNTYPESET),
+        "stuck.html": HEAD.format(title="Stuck", extra="", body=STUCK),
     }
     for name, text in pages.items():
         (site / name).write_text(text)
@@ -110,7 +152,7 @@ def broken_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def visits(browser: Browser, broken_site: str) -> Iterator[dict[str, Visit]]:
     opened = {
         name: open_page(browser, f"{broken_site}{name}.html", origin=broken_site)
-        for name in ("good", "bad", "untypeset")
+        for name in ("good", "bad", "untypeset", "stuck")
     }
     yield opened
     for visit in opened.values():
@@ -178,6 +220,24 @@ def test_download_check(visits: dict[str, Visit]) -> None:
     assert _has(download_problems(visits["bad"].page, bad, Fetcher()), "bad.ipynb answers 404")
     no_link = TocPage(name="chapters/other", source="chapters/other.ipynb")
     assert _has(download_problems(visits["good"].page, no_link, Fetcher()), "no download link")
+
+
+def test_interactive_check(visits: dict[str, Visit]) -> None:
+    assert visits["good"].page.locator(".udm-interactive").count() == 1
+    assert interactive_problems(visits["good"].page) == []
+    stuck = interactive_problems(visits["stuck"].page)
+    # No script: nothing moves, whichever way it is moved.
+    for how in ("keyboard (End)", "value set to 1 (input event)", "play: the frames did not"):
+        assert _has(stuck, "figure 1 ", how), stuck
+    # The value label never updates; the image does.
+    assert _has(stuck, "figure 2 ", "keyboard (End): the value shown did not change")
+    assert not _has(stuck, "figure 2 ", "the image did not change")
+    # Play does nothing; the slider works.
+    assert _has(stuck, "figure 3 ", "play: the frames did not advance")
+    assert not _has(stuck, "figure 3 ", "keyboard")
+    # No label.
+    assert _has(stuck, "figure 4 ", "the slider has no <label>")
+    assert not _has(stuck, "figure 4 ", "did not")
 
 
 def test_solution_check(visits: dict[str, Visit]) -> None:

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from .book import Fetcher
+from .book import Fetcher, book_root
 from .checks import (
     console_problems,
     download_problems,
     external_request_problems,
     image_problems,
+    interactive_problems,
     link_problems,
     math_problems,
     solution_problems,
@@ -61,6 +62,18 @@ def test_internal_links_resolve(book_page: BookPage, book_url: str, fetcher: Fet
 def test_source_is_offered_for_download(book_page: BookPage, fetcher: Fetcher) -> None:
     """Chapters offer their notebook; front matter its Markdown: same download menu."""
     problems = download_problems(book_page.visit.page, book_page.toc, fetcher)
+    assert not problems, _report(problems)
+
+
+def test_interactive_figures_move(book_page: BookPage) -> None:
+    """Every interactive figure: keyboard, a set value and play change the image and the value
+    shown; a page whose source draws one (udm.interactive) shows at least one."""
+    page = book_page.visit.page
+    problems = interactive_problems(page)
+    source = (book_root() / book_page.toc.source).read_text(encoding="utf-8")
+    if "interactive.slider(" in source or "InteractiveFigure(" in source:
+        if page.locator(".udm-interactive").count() == 0:
+            problems.append("the source draws an interactive figure, the page shows none")
     assert not problems, _report(problems)
 
 
