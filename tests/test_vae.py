@@ -364,6 +364,34 @@ def test_fit_gaussian_posterior_finds_the_exact_posterior():
     assert np.all(elbo <= log_p + 1e-12) and np.all(log_p - elbo < 0.01), log_p - elbo
 
 
+def test_iwae_with_a_given_proposal():
+    """The encoder's output as proposal changes nothing; the exact posterior makes L_k exact."""
+    w, b, s2 = 1.5, 0.3, 0.5
+    model, exact = linear_gaussian_vae(w, b, s2, shift=0.8, log_var_offset=1.0)
+    x = torch.linspace(-2, 3, 5, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        encoder = model.encode(x)
+        default = importance_weighted_log_likelihood(
+            model, x, 7, generator=torch.Generator().manual_seed(1)
+        )
+        given = importance_weighted_log_likelihood(
+            model, x, 7, generator=torch.Generator().manual_seed(1), proposal=encoder
+        )
+        torch.testing.assert_close(given, default)
+        posterior = (
+            (w * (x - b) / (w**2 + s2)),
+            torch.full_like(x, math.log(s2 / (w**2 + s2))),
+        )
+        at_posterior = importance_weighted_log_likelihood(
+            model, x, 3, generator=torch.Generator().manual_seed(2), proposal=posterior
+        )
+    np.testing.assert_allclose(at_posterior.numpy(), exact.logpdf(x.numpy()[:, 0]), rtol=1e-10)
+    with pytest.raises(ValueError, match="proposal mean"):
+        importance_weighted_log_likelihood(model, x, 3, proposal=(x[:2], x[:2]))
+    with pytest.raises(TypeError, match="proposal"):
+        importance_weighted_log_likelihood(model, x, 3, proposal=x)
+
+
 def test_fit_gaussian_posterior_checks_its_arguments():
     model = VAE((2,), 2, hidden=8)
     x = torch.zeros(3, 2)

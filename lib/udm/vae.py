@@ -453,11 +453,12 @@ def fit_gaussian_posterior(
     Starts from the encoder's ``(mean, log_var)`` for ``x`` and takes ``steps`` Adam
     steps on each example's ELBO, estimated with ``n_samples`` reparameterized draws
     from ``generator``; the learning rate falls linearly from ``lr`` to 0, so that the
-    last steps average out the sampling noise instead of jittering around the optimum. Only the per-example parameters move: the
-    model's weights and their gradients are left untouched. The result bounds the best
-    ELBO a diagonal Gaussian reaches for each example from below (the optimum is not
-    certified), so ELBO(fitted) - ELBO(encoder) estimates the *amortization gap* and
-    log p(x) - ELBO(fitted) the *approximation gap* (Cremer, Li and Duvenaud, 2018).
+    last steps average out the sampling noise instead of jittering around the optimum.
+    Only the per-example parameters move: the model's weights and their gradients are
+    left untouched. The result bounds the best ELBO a diagonal Gaussian reaches for each
+    example from below (the optimum is not certified), so ELBO(fitted) - ELBO(encoder)
+    estimates the *amortization gap* and log p(x) - ELBO(fitted) the *approximation gap*
+    (Cremer, Li and Duvenaud, 2018).
     Returns ``(mean, log_var)``, each ``(B, latent_dim)``, detached.
 
     Book: the decomposition of the ELBO gap, Chapter 3.
@@ -500,6 +501,7 @@ def importance_weighted_log_likelihood(
     *,
     generator: torch.Generator | None = None,
     max_batch: int = 32_768,
+    proposal: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """The importance-weighted bound L_k on log p_theta(x) per example, shape ``(B,)``, in nats.
 
@@ -509,15 +511,24 @@ def importance_weighted_log_likelihood(
     log-weights are computed in chunks of at most ``max_batch`` decoder evaluations and
     combined with ``logsumexp``, so k = 1000 on hundreds of examples fits in memory.
     Gradients flow (L_k is also a training objective); wrap in ``torch.no_grad()`` to
-    evaluate.
+    evaluate. ``proposal=(mean, log_var)``, each ``(B, latent_dim)``, draws the z_i from
+    that diagonal Gaussian instead of the encoder's (for example the per-example fit of
+    :func:`fit_gaussian_posterior`); every bound above still holds for it.
 
     Book: eq. (eq-iwae-bound), Chapter 3.
     """
     model = _check_model(model)
     check_int_at_least("k", k, 1)
     check_int_at_least("max_batch", max_batch, 1)
-    mean, log_var = model.encode(x, y)
-    batch = x.shape[0]
+    batch = check_tensor("x", x, shape=(None, *model.data_shape)).shape[0]
+    if proposal is None:
+        mean, log_var = model.encode(x, y)
+    else:
+        if not isinstance(proposal, tuple) or len(proposal) != 2:
+            raise TypeError("proposal must be a tuple (mean, log_var) or None")
+        mean, log_var = proposal
+        check_tensor("proposal mean", mean, shape=(batch, model.latent_dim))
+        check_tensor("proposal log_var", log_var, shape=(batch, model.latent_dim))
     cond = model.condition(y, batch)
 
     def log_weights(m: int) -> Tensor:
