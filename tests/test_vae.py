@@ -18,10 +18,12 @@ from udm.vae import (
     GaussianTransition,
     MarkovianHVAE,
     bits_per_dim,
+    fit_gaussian_posterior,
     hvae_importance_weighted_log_likelihood,
     hvae_negative_elbo,
     importance_weighted_log_likelihood,
     negative_elbo,
+    negative_elbo_of_gaussian,
 )
 
 
@@ -301,6 +303,108 @@ def test_iwae_bounds_tighten_towards_the_exact_log_likelihood():
         assert bounds[small][0] < bounds[large][0], (small, large, bounds)
     assert bounds[1000][0] <= log_p + 4 * bounds[1000][1], (bounds[1000], log_p)
     assert log_p - bounds[1000][0] < 0.05 * gap, (bounds[1000], log_p)
+
+
+def test_negative_elbo_of_gaussian_at_the_encoder_output_is_negative_elbo():
+    """Same q, same generator state: the two functions agree draw for draw."""
+    model = ConditionalVAE((1, 8, 8), 3, n_classes=10, hidden=16, likelihood="bernoulli")
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = torch.tensor([0, 3, 9, 1, 1])
+    with torch.no_grad():
+        mean, log_var = model.encode(x, y)
+        by_encoder = negative_elbo(model, x, y, generator=torch.Generator().manual_seed(4))
+        given = negative_elbo_of_gaussian(
+            model, x, mean, log_var, y, generator=torch.Generator().manual_seed(4)
+        )
+    for name in ("reconstruction", "kl", "total"):
+        torch.testing.assert_close(getattr(given, name), getattr(by_encoder, name))
+
+
+def test_negative_elbo_of_gaussian_matches_the_linear_gaussian_closed_form():
+    """-ELBO of an arbitrary q = N(m, v): closed form E_q[-log p(x|z)] + KL, averaged over draws."""
+    model, _ = linear_gaussian_vae()
+    x = torch.tensor([[-1.0], [0.5], [2.0]], dtype=torch.float64)
+    m = torch.tensor([[0.3], [-0.2], [1.1]], dtype=torch.float64)
+    log_v = torch.tensor([[-1.0], [0.2], [-2.5]], dtype=torch.float64)
+    v = log_v.exp().numpy()[:, 0]
+    mn, xn = m.numpy()[:, 0], x.numpy()[:, 0]
+    reconstruction = -scipy.stats.norm.logpdf(xn, 1.5 * mn + 0.3, math.sqrt(0.5))
+    reconstruction += 1.5**2 * v / (2 * 0.5)
+    expected = reconstruction + 0.5 * (v + mn**2 - 1 - np.log(v))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        draws = torch.stack(
+            [negative_elbo_of_gaussian(model, x, m, log_v, generator=g).total for _ in range(20000)]
+        )
+    se = draws.std(0).numpy() / math.sqrt(len(draws))
+    assert np.all(np.abs(draws.mean(0).numpy() - expected) < 4 * se), (draws.mean(0), expected)
+
+
+def test_fit_gaussian_posterior_finds_the_exact_posterior():
+    """With a wrong encoder, per-example fitting recovers the exact posterior N(mu*, v*)."""
+    w, b, s2 = 1.5, 0.3, 0.5
+    model, exact = linear_gaussian_vae(w, b, s2, shift=0.8, log_var_offset=1.0)
+    x = torch.linspace(-2, 3, 6, dtype=torch.float64)[:, None]
+    weights_before = [p.detach().clone() for p in model.parameters()]
+    mean, log_var = fit_gaussian_posterior(
+        model, x, steps=600, n_samples=64, lr=0.05, generator=torch.Generator().manual_seed(2)
+    )
+    posterior_mean = w * (x[:, 0] - b) / (w**2 + s2)
+    posterior_var = torch.full_like(posterior_mean, s2 / (w**2 + s2))
+    torch.testing.assert_close(mean[:, 0], posterior_mean, atol=0.03, rtol=0)
+    torch.testing.assert_close(log_var[:, 0].exp(), posterior_var, atol=0, rtol=0.1)
+    # the model is untouched: same weights, no gradients left behind
+    for before, p in zip(weights_before, model.parameters(), strict=True):
+        assert torch.equal(before, p) and p.grad is None
+    # and its ELBO (in closed form) reaches log p(x): the gap KL(q || posterior) is ~0
+    m, v, xn = mean.numpy()[:, 0], log_var.exp().numpy()[:, 0], x.numpy()[:, 0]
+    elbo = scipy.stats.norm.logpdf(xn, w * m + b, math.sqrt(s2)) - w**2 * v / (2 * s2)
+    elbo -= 0.5 * (v + m**2 - 1 - np.log(v))
+    log_p = exact.logpdf(xn)
+    assert np.all(elbo <= log_p + 1e-12) and np.all(log_p - elbo < 0.01), log_p - elbo
+
+
+def test_iwae_with_a_given_proposal():
+    """The encoder's output as proposal changes nothing; the exact posterior makes L_k exact."""
+    w, b, s2 = 1.5, 0.3, 0.5
+    model, exact = linear_gaussian_vae(w, b, s2, shift=0.8, log_var_offset=1.0)
+    x = torch.linspace(-2, 3, 5, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        encoder = model.encode(x)
+        default = importance_weighted_log_likelihood(
+            model, x, 7, generator=torch.Generator().manual_seed(1)
+        )
+        given = importance_weighted_log_likelihood(
+            model, x, 7, generator=torch.Generator().manual_seed(1), proposal=encoder
+        )
+        torch.testing.assert_close(given, default)
+        posterior = (
+            (w * (x - b) / (w**2 + s2)),
+            torch.full_like(x, math.log(s2 / (w**2 + s2))),
+        )
+        at_posterior = importance_weighted_log_likelihood(
+            model, x, 3, generator=torch.Generator().manual_seed(2), proposal=posterior
+        )
+    np.testing.assert_allclose(at_posterior.numpy(), exact.logpdf(x.numpy()[:, 0]), rtol=1e-10)
+    with pytest.raises(ValueError, match="proposal mean"):
+        importance_weighted_log_likelihood(model, x, 3, proposal=(x[:2], x[:2]))
+    with pytest.raises(TypeError, match="proposal"):
+        importance_weighted_log_likelihood(model, x, 3, proposal=x)
+
+
+def test_fit_gaussian_posterior_checks_its_arguments():
+    model = VAE((2,), 2, hidden=8)
+    x = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="steps"):
+        fit_gaussian_posterior(model, x, steps=0)
+    with pytest.raises(ValueError, match="n_samples"):
+        fit_gaussian_posterior(model, x, n_samples=0)
+    with pytest.raises(ValueError, match="lr"):
+        fit_gaussian_posterior(model, x, lr=-1.0)
+    with pytest.raises(ValueError, match="mean"):
+        negative_elbo_of_gaussian(model, x, torch.zeros(3, 3), torch.zeros(3, 2))
+    with pytest.raises(TypeError, match="model"):
+        fit_gaussian_posterior(nn.Linear(2, 2), x)
 
 
 # --------------------------------------------------------------------- bad input

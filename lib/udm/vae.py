@@ -403,10 +403,94 @@ def negative_elbo(
     Book: eqs. (eq-vae-objective) and (eq-kl-std-normal), Chapter 3.
     """
     model = _check_model(model)
-    z, mean, log_var = model(x, y, generator=generator)
-    reconstruction = -model.decoder.log_prob(x, z, model.condition(y, x.shape[0]))
+    mean, log_var = model.encode(x, y)
+    return negative_elbo_of_gaussian(model, x, mean, log_var, y, generator=generator)
+
+
+def negative_elbo_of_gaussian(
+    model: VAE,
+    x: Tensor,
+    mean: Tensor,
+    log_var: Tensor,
+    y: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> NegativeELBO:
+    """The negative ELBO of ``x`` for a Gaussian q(z) given by its parameters, not by the encoder.
+
+    q(z) = N(mean, diag(exp(log_var))) with ``mean`` and ``log_var`` of shape
+    ``(B, latent_dim)``, one Gaussian per example; the decoder and the prior are the
+    model's. The terms are those of :func:`negative_elbo` (one reparameterized z drawn
+    from ``generator``, the KL term exact); with the encoder's output for ``mean`` and
+    ``log_var`` the two functions agree draw for draw. Gradients reach ``mean`` and
+    ``log_var``, which is how :func:`fit_gaussian_posterior` improves them.
+
+    Book: eqs. (eq-vae-objective) and (eq-kl-std-normal), Chapter 3.
+    """
+    model = _check_model(model)
+    check_tensor("x", x, shape=(None, *model.data_shape))
+    batch = x.shape[0]
+    check_tensor("mean", mean, shape=(batch, model.latent_dim))
+    check_tensor("log_var", log_var, shape=(batch, model.latent_dim))
+    z = sample_diag_gaussian(mean, log_var, generator=generator)
+    reconstruction = -model.decoder.log_prob(x, z, model.condition(y, batch))
     kl = kl_to_standard_normal(mean, log_var)
     return NegativeELBO(reconstruction, kl, reconstruction + kl)
+
+
+def fit_gaussian_posterior(
+    model: VAE,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    steps: int = 300,
+    n_samples: int = 16,
+    lr: float = 0.05,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Fit one diagonal Gaussian q(z) per example by gradient ascent on its ELBO; model fixed.
+
+    Starts from the encoder's ``(mean, log_var)`` for ``x`` and takes ``steps`` Adam
+    steps on each example's ELBO, estimated with ``n_samples`` reparameterized draws
+    from ``generator``; the learning rate falls linearly from ``lr`` to 0, so that the
+    last steps average out the sampling noise instead of jittering around the optimum.
+    Only the per-example parameters move: the model's weights and their gradients are
+    left untouched. The result bounds the best ELBO a diagonal Gaussian reaches for each
+    example from below (the optimum is not certified), so ELBO(fitted) - ELBO(encoder)
+    estimates the *amortization gap* and log p(x) - ELBO(fitted) the *approximation gap*
+    (Cremer, Li and Duvenaud, 2018).
+    Returns ``(mean, log_var)``, each ``(B, latent_dim)``, detached.
+
+    Book: the decomposition of the ELBO gap, Chapter 3.
+    """
+    model = _check_model(model)
+    check_int_at_least("steps", steps, 1)
+    check_int_at_least("n_samples", n_samples, 1)
+    if not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive number, got {lr}")
+    with torch.no_grad():
+        start_mean, start_log_var = model.encode(x, y)
+    mean = start_mean.clone().requires_grad_(True)
+    log_var = start_log_var.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([mean, log_var], lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    x_m = _repeat(x, n_samples)
+    y_m = None if y is None else _repeat(y, n_samples)
+    for _ in range(steps):
+        terms = negative_elbo_of_gaussian(
+            model,
+            x_m,
+            _repeat(mean, n_samples),
+            _repeat(log_var, n_samples),
+            y_m,
+            generator=generator,
+        )
+        # Sum over examples (each has its own parameters), average over the draws.
+        loss = terms.total.sum() / n_samples
+        mean.grad, log_var.grad = torch.autograd.grad(loss, [mean, log_var])
+        optimizer.step()
+        schedule.step()
+    return mean.detach(), log_var.detach()
 
 
 def importance_weighted_log_likelihood(
@@ -417,6 +501,7 @@ def importance_weighted_log_likelihood(
     *,
     generator: torch.Generator | None = None,
     max_batch: int = 32_768,
+    proposal: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """The importance-weighted bound L_k on log p_theta(x) per example, shape ``(B,)``, in nats.
 
@@ -426,15 +511,24 @@ def importance_weighted_log_likelihood(
     log-weights are computed in chunks of at most ``max_batch`` decoder evaluations and
     combined with ``logsumexp``, so k = 1000 on hundreds of examples fits in memory.
     Gradients flow (L_k is also a training objective); wrap in ``torch.no_grad()`` to
-    evaluate.
+    evaluate. ``proposal=(mean, log_var)``, each ``(B, latent_dim)``, draws the z_i from
+    that diagonal Gaussian instead of the encoder's (for example the per-example fit of
+    :func:`fit_gaussian_posterior`); every bound above still holds for it.
 
     Book: eq. (eq-iwae-bound), Chapter 3.
     """
     model = _check_model(model)
     check_int_at_least("k", k, 1)
     check_int_at_least("max_batch", max_batch, 1)
-    mean, log_var = model.encode(x, y)
-    batch = x.shape[0]
+    batch = check_tensor("x", x, shape=(None, *model.data_shape)).shape[0]
+    if proposal is None:
+        mean, log_var = model.encode(x, y)
+    else:
+        if not isinstance(proposal, tuple) or len(proposal) != 2:
+            raise TypeError("proposal must be a tuple (mean, log_var) or None")
+        mean, log_var = proposal
+        check_tensor("proposal mean", mean, shape=(batch, model.latent_dim))
+        check_tensor("proposal log_var", log_var, shape=(batch, model.latent_dim))
     cond = model.condition(y, batch)
 
     def log_weights(m: int) -> Tensor:
