@@ -41,7 +41,12 @@ FIXTURE_LABELS = {"ex-demo-moments", "ex-demo-derivative", "ex-demo-facts"}
 CHAPTERS = student.toc_chapters(ROOT)
 # Chapters the lead has not re-stripped with `make strip` since solutions are collapsed; the
 # lead empties it (the test fails for a listed chapter that is already collapsed).
-NOT_YET_COLLAPSED = {path.stem for path in CHAPTERS} - {"a3_common_mistakes"}
+NOT_YET_COLLAPSED = {path.stem for path in CHAPTERS} - {
+    "a3_common_mistakes",
+    "01_autoencoders",
+    "02_elbo",
+    "03_vae",
+}
 BUILD = ROOT / "_build"
 # The chapter whose student copy is run with every stub filled in (among those with checks).
 FILLED_CHAPTER_PREFERENCE = ["a2_notation_crosswalk", "a1_thermodynamics", "14_summary"]
