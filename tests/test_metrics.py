@@ -140,3 +140,13 @@ def test_mode_coverage_bad_input_is_named():
         mode_coverage(samples, means, std=0.1, radius_in_stds=-1.0)
     with pytest.raises(ValueError, match="min_count"):
         mode_coverage(samples, means, std=0.1, min_count=0)
+
+
+def test_non_finite_points_are_named():
+    x = torch.randn(10, 2)
+    with pytest.raises(ValueError, match="y must be finite"):
+        sliced_wasserstein(x, torch.full((10, 2), float("nan")))
+    with pytest.raises(ValueError, match="x must be finite"):
+        sliced_wasserstein(x * float("inf"), x)
+    with pytest.raises(ValueError, match="samples must be finite"):
+        mode_coverage(torch.full((3, 2), float("nan")), torch.zeros(2, 2), 0.1)
