@@ -100,10 +100,6 @@ def _predict(denoiser: DenoiserFn, schedule: NoiseSchedule, x_t: Tensor, steps: 
     return x0_hat
 
 
-def _per_example_sum(values: Tensor) -> Tensor:
-    return values.reshape(values.shape[0], -1).sum(dim=1)
-
-
 # ---------------------------------------------------------------------- forward process
 def q_step(schedule: NoiseSchedule, x_prev: Tensor, t: int | Tensor, noise: Tensor) -> Tensor:
     """One forward step: x_t = sqrt(alpha_t) x_{t-1} + sqrt(1 - alpha_t) noise, t in 1..T.

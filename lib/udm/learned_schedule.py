@@ -164,6 +164,7 @@ class LearnedVP(DiscreteVP):
             raise TypeError(f"omega must be a MonotoneNetwork, got {type(omega).__name__}")
         check_int_at_least("T", T, 2)
         self.omega, self.T, self.t_min = omega, T, 1.0 / T
+        self._on_grid = None  # recomputed from the network at every use, never cached
 
     def __repr__(self) -> str:
         return f"LearnedVP(T={self.T})"

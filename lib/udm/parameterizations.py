@@ -39,12 +39,14 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from udm.paths import Path, PathCoefficients, as_time, check_path
+from udm.paths import DiscreteVP, Path, PathCoefficients, as_time, check_path
 from udm.schedules import NoiseSchedule, check_schedule
 from udm.toy import GaussianMixture
 from udm.validate import (
     check_batch_vector,
+    check_finite,
     check_positive,
+    check_same_dtype,
     check_same_shape,
     check_tensor,
     per_example,
@@ -120,12 +122,34 @@ def _pair_weights(
 
 
 def _mix(p: Number, x: Tensor, q: Number, y: Tensor) -> Tensor:
-    """p x + q y for floats or per-example tensors (B,) (skipping an exact zero term)."""
+    """p x + q y for floats, per-example tensors (B,) or columns (B, 1, ...) (an exact zero
+    float term is skipped)."""
+    if isinstance(p, float) and p == 0.0:
+        return y if isinstance(q, float) and q == 1.0 else _column(q, y) * y
+    if isinstance(q, float) and q == 0.0:
+        return x if isinstance(p, float) and p == 1.0 else _column(p, x) * x
     if isinstance(p, Tensor) or isinstance(q, Tensor):
-        return per_example(_vector(p, x), x) * x + per_example(_vector(q, x), x) * y
-    if p == 0.0:
-        return y if q == 1.0 else q * y
+        return _column(p, x) * x + _column(q, y) * y
     return torch.add(y * q, x, alpha=p)
+
+
+def _combine(p: Number, x: Number, q: Number, y: Number) -> Number:
+    """p x + q y, leaving out a term whose weight is the float 0 (no tensor operation)."""
+    if isinstance(p, float) and p == 0.0:
+        return q * y
+    if isinstance(q, float) and q == 0.0:
+        return p * x
+    return p * x + q * y
+
+
+def _column(c: Number, like: Tensor) -> Tensor | float:
+    """A coefficient shaped to broadcast over ``like`` (B, ...): as given if already a column
+    or a number."""
+    if not isinstance(c, Tensor):
+        return c
+    if c.ndim == like.ndim:
+        return c
+    return per_example(_vector(c, like), like)
 
 
 def _vector(c: Number, like: Tensor) -> Tensor:
@@ -447,18 +471,20 @@ def check_time(path: Path, t: object, batch: int) -> tuple[float | None, Tensor]
 
     A float (or 0-d tensor) is one time for the batch; a tensor of shape (B,) one per example.
     """
-    if isinstance(t, Tensor) and t.ndim == 1:
-        times = path._batch_time(t, batch)
-        scalar = None
-    else:
-        times = path._time(t)
-        scalar = float(times)
-    if not bool((times > 0).all()):
+    times = as_time("t", t)
+    if times.ndim == 1 and times.shape != (batch,):
         raise ValueError(
-            "t must be above 0 (t = 0 is the data itself: nothing to denoise), got "
-            f"{times.min().item():.6g}"
+            f"t must be a number or have shape ({batch},) to match the batch, "
+            f"got {tuple(times.shape)}"
         )
-    return scalar, times
+    if not bool(((times > 0) & (times <= path.t_max)).all()):  # NaN fails too
+        if bool((times <= 0).any()):
+            raise ValueError(
+                "t must be above 0 (t = 0 is the data itself: nothing to denoise), got "
+                f"{times.min().item():.6g}"
+            )
+        path._time(times)  # raises, naming the range
+    return (None if times.ndim == 1 else float(times)), times
 
 
 class _Plan(NamedTuple):
@@ -592,22 +618,29 @@ class Denoiser(PathDenoiser):
             check_positive("data_std", data_std)
             data_std = float(data_std)
         self.data_std = data_std
+        self._step_tables: dict[tuple, tuple] = {}
 
     def extra_repr(self) -> str:
         pre = f", data_std={self.data_std:g}" if self.data_std is not None else ""
         return f"prediction={self.prediction!r}, path={self.path!r}{pre}"
 
     # ------------------------------------------------------------- coefficients
+    def _preconditioning(self, c: PathCoefficients, alpha: Number, beta: Number) -> tuple:
+        """(c_in, c_skip, c_out) for the target alpha x_0 + beta eps (floats or tensors)."""
+        var = self.data_std**2
+        variance_x = c.a * c.a * var + c.s * c.s
+        c_in = 1.0 / variance_x**0.5
+        c_skip = _combine(alpha, c.a * var, beta, c.s) / variance_x
+        c_out = self.data_std * abs(_combine(beta, c.a, -alpha, c.s)) * c_in
+        return c_in, c_skip, c_out
+
     def _numbers(self, c: PathCoefficients) -> tuple:
         """(c_in, p, q, pe, qe, c_skip, c_out) at the path coefficients c (floats or tensors)."""
         (p, q), (pe, qe) = _pair_weights(self.prediction, c.a, c.s, c.da, c.ds)
         if self.data_std is None:
             return 1.0, p, q, pe, qe, 0.0, 1.0
         alpha, beta = prediction_weights(self.prediction, c.a, c.s, c.da, c.ds)
-        var = self.data_std**2
-        c_in = 1.0 / (c.a * c.a * var + c.s * c.s) ** 0.5
-        c_skip = (alpha * c.a * var + beta * c.s) * c_in * c_in
-        c_out = self.data_std * abs(c.a * beta - c.s * alpha) * c_in
+        c_in, c_skip, c_out = self._preconditioning(c, alpha, beta)
         return c_in, p + q * c_skip, q * c_out, pe + qe * c_skip, qe * c_out, c_skip, c_out
 
     def _plans_at(self, times: Tensor, like: Tensor | None) -> list[_Plan]:
@@ -697,16 +730,74 @@ class Denoiser(PathDenoiser):
         times = times.expand(x0.shape[0]) if times.ndim == 0 else times
         return self._training_terms(x0, noise, times)[1]
 
-    def _training_terms(
-        self, x0: Tensor, noise: Tensor, times: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, PathCoefficients]:
-        """(x_t, the target of F, q, the path coefficients) at per-example times (B,)."""
-        (_, _, q, _, _, c_skip, c_out), c = self._per_example(times, x0)
-        x_t = self.path.q_sample(x0, times, noise)
+    def _training_numbers(self, c: PathCoefficients) -> tuple:
+        """The step's numbers: network input = u x_0 + v eps, its target = w x_0 + z eps.
+
+        (u, v, w, z, q, s): x_t = a x_0 + s eps scaled by c_in; the target y = alpha x_0 +
+        beta eps, or with preconditioning (y - c_skip x_t) / c_out; q takes an output error
+        to x_0's units (the ELBO weights), s is the noise scale.
+        """
         alpha, beta = prediction_weights(self.prediction, c.a, c.s, c.da, c.ds)
-        y = _mix(alpha, x0, beta, noise)
-        target = y if self.data_std is None else (y - c_skip * x_t) / c_out
-        return x_t, target, q, c
+        q = self._numbers(c)[2]
+        if self.data_std is None:
+            return c.a, c.s, alpha, beta, q, c.s
+        c_in, c_skip, c_out = self._preconditioning(c, alpha, beta)
+        return (
+            c_in * c.a,
+            c_in * c.s,
+            (alpha - c_skip * c.a) / c_out,
+            (beta - c_skip * c.s) / c_out,
+            q,
+            c.s,
+        )
+
+    def _steps_table(self, like: Tensor) -> tuple | None:
+        """:meth:`_training_numbers` at every step of a fixed discrete path, in like's dtype.
+
+        Computed once (like the samplers' ``prepare``): a training step then gathers its
+        numbers instead of recomputing them. Numbers that are the same at every step stay
+        Python floats. None for any other path.
+        """
+        path = self.path
+        if not isinstance(path, DiscreteVP) or path._on_grid is None:
+            return None
+        key = (like.dtype, like.device)
+        if key not in self._step_tables:
+            with torch.no_grad():
+                numbers = self._training_numbers(path._on_grid)
+            self._step_tables[key] = tuple(
+                v.to(device=like.device, dtype=like.dtype) if torch.is_tensor(v) else v
+                for v in numbers
+            )
+        return self._step_tables[key]
+
+    def _training_terms(
+        self, x0: Tensor, noise: Tensor, times: Tensor, *, with_q: bool = False
+    ) -> tuple[Tensor, Tensor, Number, Tensor]:
+        """(the network's input, its target, q, s) at per-example times (B,), columns (B, 1, ...).
+
+        One evaluation of the path for the whole training step, in the data's dtype; on a
+        fixed discrete path's grid, a gather from tables computed once, of what the step uses.
+        """
+        shape = (-1,) + (1,) * (x0.ndim - 1)
+        table = self._steps_table(x0)
+        index = self.path._grid_index(times) if table is not None else None
+        if index is not None:
+            index = index.to(x0.device)
+            needed = (True, True, True, True, with_q, self.prediction == "score")
+            u, v, w, z, q, s = (
+                value[index].reshape(shape) if torch.is_tensor(value) and use else value
+                for value, use in zip(table, needed, strict=True)
+            )
+        else:
+            c = PathCoefficients(
+                *(
+                    value.reshape(shape).to(device=x0.device, dtype=x0.dtype)
+                    for value in self.path._coefficients(times)
+                )
+            )
+            u, v, w, z, q, s = self._training_numbers(c)
+        return _mix(u, x0, v, noise), _mix(w, x0, z, noise), q, s
 
 
 def check_denoiser_path(denoiser: object, path: Path) -> None:
@@ -810,17 +901,24 @@ def prediction_loss(
     times = times.expand(batch) if times.ndim == 0 else times
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-    x_t, target, q, c = denoiser._training_terms(x0, noise, times)
-    (c_in, *_), _ = denoiser._per_example(times, x0)
-    output = denoiser._net(c_in * x_t, times.to(device=x0.device))
+    else:
+        check_tensor("noise", noise)
+        check_same_shape("x0", x0, "noise", noise)
+        check_same_dtype("x0", x0, "noise", noise)
+        check_finite("noise", noise)
+    check_finite("x0", x0)
+    network_input, target, q, s = denoiser._training_terms(
+        x0, noise, times, with_q=weighting == "elbo"
+    )
+    output = denoiser._net(network_input, times.to(device=x0.device))
     squared_error = (output - target).square()
     if weighting == "simple":
         if denoiser.prediction == "score" and denoiser.data_std is None:
-            squared_error = per_example(c.s.square().to(x0.device), x0) * squared_error
+            squared_error = s.square() * squared_error  # (B, 1, ...) columns
         return squared_error.mean()
     if weighting == "elbo":
         weight = path.elbo_weight(times).to(x0.device)
-        per_example_sum = (q.square() * squared_error).reshape(batch, -1).sum(dim=1)
+        per_example_sum = (q * q * squared_error).reshape(batch, -1).sum(dim=1)
         return (weight.to(x0.dtype) * per_example_sum).mean()
     weight = weighting(times)
     if not isinstance(weight, Tensor) or weight.shape != (batch,):

@@ -128,7 +128,10 @@ class Path:
     # ------------------------------------------------------- the path itself
     def coefficients(self, t: object) -> PathCoefficients:
         """a(t), s(t), a'(t) and s'(t) in one evaluation (what samplers tabulate once)."""
-        times = self._time(t)
+        return self._coefficients(self._time(t))
+
+    def _coefficients(self, times: Tensor) -> PathCoefficients:
+        """:meth:`coefficients` at times already checked (a float64 tensor)."""
         a, s = self._a_s(times)
         da, ds = self._da_ds(times)
         return PathCoefficients(a, s, da, ds)
@@ -380,14 +383,22 @@ class VPPath(Path):
     def _t_from_log_alpha_bar(self, log_alpha_bar: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _log_alpha_bar_and_rate(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """L(t) and L'(t) together (a subclass may share work between them)."""
+        return self._log_alpha_bar(t), self._d_log_alpha_bar(t)
+
     def _a_s(self, t: Tensor) -> tuple[Tensor, Tensor]:
         L = self._log_alpha_bar(t)
         return (0.5 * L).exp(), (-torch.expm1(L)).sqrt()
 
     def _da_ds(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        L, dL = self._log_alpha_bar(t), self._d_log_alpha_bar(t)
+        return self._coefficients(t)[2:]
+
+    def _coefficients(self, times: Tensor) -> PathCoefficients:
+        """a, s, a', s' from one evaluation of L(t) and L'(t)."""
+        L, dL = self._log_alpha_bar_and_rate(times)
         a, s = (0.5 * L).exp(), (-torch.expm1(L)).sqrt()
-        return 0.5 * a * dL, -0.5 * L.exp() * dL / s
+        return PathCoefficients(a, s, 0.5 * a * dL, -0.5 * L.exp() * dL / s)
 
     def _t_from_log_snr(self, log_snr: Tensor) -> Tensor:
         return self._t_from_log_alpha_bar(vp_log_alpha_bar(log_snr))
@@ -493,6 +504,8 @@ class DiscreteVP(VPPath):
             )
         self.T = self._table.shape[0] - 1
         self.t_min = 1.0 / self.T
+        self._on_grid: PathCoefficients | None = None
+        self._on_grid = VPPath._coefficients(self, torch.arange(self.T + 1, dtype=F64) / self.T)
 
     def __repr__(self) -> str:
         return f"DiscreteVP(T={self.T}, alpha_bar_T={math.exp(self.table()[-1].item()):.3g})"
@@ -547,17 +560,39 @@ class DiscreteVP(VPPath):
         k = u.ceil().clamp(1, self.T).long()
         return k, u - k
 
-    def _log_alpha_bar(self, t: Tensor) -> Tensor:
+    def _coefficients(self, times: Tensor) -> PathCoefficients:
+        """At grid times (training draws them) the coefficients are looked up, not interpolated.
+
+        The lookup table is this same computation done once at k / T, so both agree.
+        """
+        index = self._grid_index(times)
+        if index is None:
+            return super()._coefficients(times)
+        return PathCoefficients(*(values[index] for values in self._on_grid))
+
+    def _grid_index(self, times: Tensor) -> Tensor | None:
+        """The steps k of times that all lie on the grid (t = k / T), else None.
+
+        Also None for a table that changes (a learned schedule): nothing is cached for it.
+        """
+        if self._on_grid is None:
+            return None
+        u = self.T * times
+        k = u.round()
+        return k.long() if bool(((u - k).abs() < 1e-9).all()) else None
+
+    def _log_alpha_bar_and_rate(self, t: Tensor) -> tuple[Tensor, Tensor]:
         table = self.table()
         k, offset = self._interval(t.to(table.device))
         step = table[k] - table[k - 1]  # log alpha_k < 0
         # table[k] + 0 * step is table[k] exactly: the path agrees with the table at the grid.
-        return table[k] + offset.to(table.dtype) * step
+        return table[k] + offset.to(table.dtype) * step, self.T * step
+
+    def _log_alpha_bar(self, t: Tensor) -> Tensor:
+        return self._log_alpha_bar_and_rate(t)[0]
 
     def _d_log_alpha_bar(self, t: Tensor) -> Tensor:
-        table = self.table()
-        k, _ = self._interval(t.to(table.device))
-        return self.T * (table[k] - table[k - 1])
+        return self._log_alpha_bar_and_rate(t)[1]
 
     def _t_from_log_alpha_bar(self, log_alpha_bar: Tensor) -> Tensor:
         table = self.table().detach().to(F64)

@@ -223,12 +223,14 @@ def train(
                 raise ValueError(
                     "loss_fn returned a loss that does not depend on the model's parameters"
                 )
-            check_finite(loss, step)
+            value = loss.item()  # one read of the loss a step, for the check and the history
+            if not math.isfinite(value):
+                check_finite(loss, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
+            losses.append(value)
+            bar.set_postfix(loss=f"{value:.4g}", refresh=False)
     return TrainHistory(losses=losses, seconds=time.perf_counter() - start)
 
 
