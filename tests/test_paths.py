@@ -143,6 +143,26 @@ def test_discrete_path_is_the_table_at_the_grid_and_geometric_between():
     torch.testing.assert_close(path.beta(grid[1:]), rates, rtol=1e-10, atol=0)
 
 
+@pytest.mark.parametrize("name", ALL_PATHS)
+def test_rates_from_above_are_the_next_intervals_on_a_discrete_path(name):
+    """Heun's corrector at t takes the rate of the interval above t (the step it crosses)."""
+    path = ALL_PATHS[name]
+    if isinstance(path, paths.DiscreteVP):
+        T = path.T
+        grid = torch.arange(1, T, dtype=F64) / T
+        above = path._coefficients_from_above(grid)
+        rate = -2 * above.da / above.a  # beta = -L' and a' = a L' / 2
+        torch.testing.assert_close(rate, path.beta(grid + 0.5 / T), rtol=1e-12, atol=0)
+        zero = above.a * above.da + above.s * above.ds  # a^2 + s^2 = 1 differentiated
+        torch.testing.assert_close(zero, torch.zeros_like(zero), rtol=0, atol=1e-12)
+        assert torch.equal(above.a, path.a(grid)) and torch.equal(above.s, path.s(grid))
+        assert not torch.allclose(above.da, path.da(grid))  # the rates do jump at the grid
+    else:
+        times = interior_times(path)
+        above, usual = path._coefficients_from_above(times), path.coefficients(times)
+        assert all(torch.equal(x, y) for x, y in zip(above, usual, strict=True))
+
+
 def test_discrete_path_sde_between_grid_times_is_exactly_the_discrete_step():
     """f, g^2 integrated over ((k-1)/T, k/T] give q(x_k | x_{k-1}): sqrt(alpha_k), 1 - alpha_k."""
     schedule = linear_schedule(20, 0.02, 0.4)

@@ -83,11 +83,15 @@ def test_every_sampler_every_prediction_every_path_samples_the_mixture(sampler_n
 
     The five prediction kinds go through oracle networks (the exact targets of each kind) and
     the Denoiser's conversions; their samples must agree with each other to float32
-    rounding, and sit as close to the mixture as fresh data do.
+    rounding, and sit as close to the mixture as fresh data do. One exception in budget:
+    Euler's method in t on the VE path gets 128 evaluations (at 32 it stands at about 3x the
+    floor): there the velocity s'(t) eps grows like sigma itself and a first-order step in t
+    misjudges it, where DDIM, first order in sigma, does not.
     """
     path = PATHS[path_name]
     per_step = SAMPLERS[sampler_name][1]
-    grid = grid_for(path_name, NFE // per_step)
+    budget = 128 if (sampler_name, path_name) == ("euler", "VE") else NFE
+    grid = grid_for(path_name, budget // per_step)
     x_init = path.sample_prior((N_POINTS, 2), generator=gen(4), t=grid[0].item())
     outputs = {}
     for prediction in PREDICTIONS:
@@ -100,12 +104,12 @@ def test_every_sampler_every_prediction_every_path_samples_the_mixture(sampler_n
 
 
 # --------------------------------------------------------------- deterministic orders
-@pytest.mark.parametrize("path_name", list(PATHS))
+@pytest.mark.parametrize("path_name", [name for name in PATHS if name != "discrete VP"])
 def test_euler_is_first_order_and_heun_second_order(path_name):
     """Error against a 512-step Heun solution, same start points, under step halving.
 
     Karras grids (rho = 7) from the path's t_max (0.999 on the straight line) to t_min;
-    mean distance over 100 points. Bands: Euler 1.8-2.3 (ratio 2), Heun 3.5-5.0 (ratio 4).
+    mean distance over 100 points. Bands: Euler 1.8-2.4 (ratio 2), Heun 3.2-5.2 (ratio 4).
     """
     path, t_max = PATHS[path_name], T_MAX.get(path_name)
     denoiser = MixtureDenoiser(MIXTURE, path)
@@ -122,6 +126,38 @@ def test_euler_is_first_order_and_heun_second_order(path_name):
         errors = [(solve(sampler, n) - reference).norm(dim=1).mean().item() for n in steps]
         ratio = errors[-2] / errors[-1]
         assert band[0] < ratio < band[1], (sampler.__name__, errors)
+
+
+def test_on_a_discrete_path_heun_is_second_order_on_grids_that_refine_its_steps():
+    """The discrete path's rates are constant on each step ((k-1)/T, k/T] and jump between
+    steps, so the flow's velocity has a kink at every k / T. Heun is second order on grids
+    that contain every k / T (here T = 10 and n = 10, 20, 40 steps; reference 320 steps),
+    and not on grids that straddle the kinks (a 64-step Karras grid on T = 100 stalls)."""
+    path = schedules.linear_schedule(10, 0.01, 0.5).path
+    denoiser = MixtureDenoiser(MIXTURE, path)
+    x = path.sample_prior((100, 2), generator=gen(6), dtype=F64)
+
+    def solve(n):  # the state at t = 0.1
+        grid = torch.linspace(1.0, 0.0, n + 1, dtype=F64)
+        return samplers.heun(denoiser, path, grid, x, return_trajectory=True)[n - n // 10]
+
+    reference = solve(320)
+    errors = [(solve(n) - reference).norm(dim=1).mean().item() for n in (10, 20, 40)]
+    assert 3.2 < errors[-2] / errors[-1] < 5.2, errors
+    coarse = schedules.linear_schedule(100).path
+    on_coarse = MixtureDenoiser(MIXTURE, coarse)
+    y = coarse.sample_prior((100, 2), generator=gen(6), dtype=F64)
+    stalls = [
+        (
+            samplers.heun(on_coarse, coarse, samplers.karras_grid(coarse, n), y)
+            - samplers.heun(on_coarse, coarse, samplers.karras_grid(coarse, 512), y)
+        )
+        .norm(dim=1)
+        .mean()
+        .item()
+        for n in (32, 64)
+    ]
+    assert stalls[0] / stalls[1] < 2.0, stalls
 
 
 # ----------------------------------------------------- the exact law on Gaussian data
@@ -238,20 +274,17 @@ def test_euler_maruyama_follows_its_moment_recursion_written_out(monkeypatch):
 
 def test_probability_flow_samplers_approach_the_exact_flow_of_gaussian_data():
     """For N(M, SD^2) data the flow in (sigma, y) is y - M ~ sqrt(SD^2 + sigma^2): compare
-    Euler and Heun point by point with it (then both denoise at t_min)."""
+    Euler and Heun (in t) point by point with it at t_min, before the final denoising step."""
     path = paths.VE()
     x = path.sample_prior((64, 1), generator=gen(22), dtype=F64)
     sigma_0, sigma_min = path.sigma(1.0).item(), path.sigma(path.t_min).item()
-    y_min = M + (x - M) * math.sqrt((SD**2 + sigma_min**2) / (SD**2 + sigma_0**2))
-    exact = M + SD**2 / (SD**2 + sigma_min**2) * (y_min - M)
+    exact = M + (x - M) * math.sqrt((SD**2 + sigma_min**2) / (SD**2 + sigma_0**2))
     for sampler, order in ((samplers.euler, 1), (samplers.heun, 2)):
-        errors = [
-            (sampler(GaussianDenoiser(path), path, samplers.karras_grid(path, n), x) - exact)
-            .abs()
-            .max()
-            .item()
-            for n in (32, 64)
-        ]
+        errors = []
+        for n in (32, 64):
+            grid = samplers.karras_grid(path, n)
+            out = sampler(GaussianDenoiser(path), path, grid, x, return_trajectory=True)[-2]
+            errors.append((out - exact).abs().max().item())
         assert 0.8 * 2**order < errors[0] / errors[1] < 1.25 * 2**order, (sampler, errors)
 
 
@@ -280,7 +313,9 @@ def test_predictor_corrector_converges_with_a_small_snr_and_not_with_a_large_one
 
 
 # ------------------------------------------------------------------ exact identities
-def test_ddim_with_eta_one_is_ancestral_and_euler_is_ddim_with_eta_zero():
+def test_ddim_with_eta_one_is_ancestral_and_other_identities():
+    """DDIM(eta = 1) = ancestral; on the straight line Euler in t = DDIM(0) (a, s linear in t);
+    on EDM's path (a = 1, t = sigma) EDM's sampler without churn = Heun; predictor only = EM."""
     path = paths.ContinuousVP()
     denoiser = MixtureDenoiser(MIXTURE, path)
     grid = samplers.log_snr_grid(path, 30)
@@ -288,32 +323,48 @@ def test_ddim_with_eta_one_is_ancestral_and_euler_is_ddim_with_eta_zero():
     ancestral = samplers.ancestral(denoiser, path, grid, x, gen(10))
     ddim_one = samplers.ddim(denoiser, path, grid, x, gen(10), eta=1.0)
     torch.testing.assert_close(ddim_one, ancestral, rtol=1e-10, atol=1e-10)
-    euler = samplers.euler(denoiser, path, grid, x)
-    torch.testing.assert_close(
-        samplers.ddim(denoiser, path, grid, x), euler, rtol=1e-10, atol=1e-10
-    )
-    heun = samplers.heun(denoiser, path, grid, x)
-    no_churn = samplers.edm_stochastic(denoiser, path, grid, x, gen(11), churn=0.0)
-    torch.testing.assert_close(no_churn, heun, rtol=1e-12, atol=1e-12)
     predictor_only = samplers.predictor_corrector(
         denoiser, path, grid, x, gen(12), corrector_steps=0
     )
     torch.testing.assert_close(
         predictor_only, samplers.euler_maruyama(denoiser, path, grid, x, gen(12)), rtol=0, atol=0
     )
+    line = paths.StraightLine()
+    on_line = MixtureDenoiser(MIXTURE, line)
+    grid = samplers.uniform_grid(line, 20)
+    x = line.sample_prior((200, 2), generator=gen(9), dtype=F64)
+    torch.testing.assert_close(
+        samplers.euler(on_line, line, grid, x),
+        samplers.ddim(on_line, line, grid, x),
+        rtol=1e-10,
+        atol=1e-10,
+    )
+    edm = paths.EDM()
+    on_edm = MixtureDenoiser(MIXTURE, edm)
+    grid = samplers.karras_grid(edm, 20)
+    x = edm.sample_prior((200, 2), generator=gen(9), dtype=F64)
+    no_churn = samplers.edm_stochastic(on_edm, edm, grid, x, gen(11), churn=0.0)
+    torch.testing.assert_close(
+        no_churn, samplers.heun(on_edm, edm, grid, x), rtol=1e-10, atol=1e-10
+    )
+    vp = samplers.euler(denoiser, path, samplers.log_snr_grid(path, 30), x)
+    ddim_zero = samplers.ddim(denoiser, path, samplers.log_snr_grid(path, 30), x)
+    assert (vp - ddim_zero).abs().max() > 1e-3  # two different first-order methods on VP
 
 
-def test_euler_is_the_euler_step_in_sigma_and_x_over_a_written_out():
-    """y = x / a, dy/dsigma = (y - x0_hat) / sigma, one Euler step per grid interval."""
+def test_euler_is_the_euler_step_in_t_written_out():
+    """x <- x + h (a'(t) x0_hat + s'(t) eps_hat) with eps_hat = (x - a x0_hat) / s, then x0_hat."""
     path = schedules.cosine_schedule(50).path
     denoiser = MixtureDenoiser(MIXTURE, path)
     grid = samplers.uniform_grid(path, 50)
     x = path.sample_prior((100, 2), generator=gen(13), dtype=F64)
-    y = x / path.a(grid[0]).item()
-    sigmas, a = path.sigma(grid).tolist(), path.a(grid).tolist()
-    for i in range(50):
-        x0 = denoiser(a[i] * y, grid[i].item())
-        y = y + (sigmas[i + 1] - sigmas[i]) * (y - x0) / sigmas[i]
+    y = x.clone()
+    times = grid.tolist()
+    for t, t_next in zip(times[:-2], times[1:-1], strict=True):
+        x0 = denoiser(y, t)
+        a, s, da, ds = (v.item() for v in path.coefficients(t))
+        y = y + (t_next - t) * (da * x0 + ds * (y - a * x0) / s)
+    y = denoiser(y, times[-2])
     torch.testing.assert_close(samplers.euler(denoiser, path, grid, x), y, rtol=1e-10, atol=1e-12)
 
 

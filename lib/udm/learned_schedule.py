@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from udm.parameterizations import Denoiser, prediction_loss
-from udm.paths import DiscreteVP
+from udm.paths import DiscreteVP, vp_log_alpha_bar
 from udm.schedules import NoiseSchedule
 from udm.validate import check_int_at_least, check_tensor
 
@@ -222,9 +222,9 @@ def vdm_loss(
         denoiser, x0, weighting="elbo", t=t, noise=noise, generator=generator
     )
     dim = x0[0].numel()
-    log_alpha_bars, log_snrs = path.table(), path.log_snr_table()
+    log_snrs = path.log_snr_table()
     decoder_normaliser = 0.5 * dim * (math.log(2 * math.pi) - log_snrs[1])
-    log_alpha_bar_T = log_alpha_bars[-1]
+    log_alpha_bar_T = vp_log_alpha_bar(log_snrs[-1])
     alpha_bar_T = log_alpha_bar_T.exp()
     prior = 0.5 * (
         alpha_bar_T * x0.square().reshape(x0.shape[0], -1).sum(dim=1).mean()

@@ -574,6 +574,14 @@ class PathDenoiser(nn.Module):
         """The score of the noised marginal, (a x0_hat - x_t) / s^2 (Tweedie's formula)."""
         return self.predict(x_t, t, "score")
 
+    def v(self, x_t: Tensor, t: float | Tensor) -> Tensor:
+        """The v prediction a eps_hat - s x0_hat."""
+        return self.predict(x_t, t, "v")
+
+    def velocity(self, x_t: Tensor, t: float | Tensor) -> Tensor:
+        """The probability-flow velocity a' x0_hat + s' eps_hat = dx_t/dt along the flow."""
+        return self.predict(x_t, t, "velocity")
+
 
 class Denoiser(PathDenoiser):
     """A network of any of the five kinds as one denoiser on a path: ``denoiser(x_t, t)`` = x0_hat.

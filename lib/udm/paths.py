@@ -136,6 +136,14 @@ class Path:
         da, ds = self._da_ds(times)
         return PathCoefficients(a, s, da, ds)
 
+    def _coefficients_from_above(self, times: Tensor) -> PathCoefficients:
+        """:meth:`_coefficients` with the derivatives taken from above (t -> t+).
+
+        The same for a smooth path; a path whose rates jump (:class:`DiscreteVP`) gives the
+        rate of the interval just above t: what a sampler stepping *down to* t integrates.
+        """
+        return self._coefficients(times)
+
     def a(self, t: object) -> Tensor:
         """The signal scale a(t) in x_t = a(t) x_0 + s(t) eps; a(0) = 1."""
         return self._a_s(self._time(t))[0]
@@ -569,6 +577,15 @@ class DiscreteVP(VPPath):
         if index is None:
             return super()._coefficients(times)
         return PathCoefficients(*(values[index] for values in self._on_grid))
+
+    def _coefficients_from_above(self, times: Tensor) -> PathCoefficients:
+        """At a grid time k / T the rate of step k + 1 (the interval above), else as usual."""
+        c = self._coefficients(times)
+        table = self.table()
+        k, offset = self._interval(times.to(table.device))
+        k = torch.where(offset == 0, k + 1, k).clamp(max=self.T)
+        dL = (self.T * (table[k] - table[k - 1])).to(c.a.dtype)
+        return PathCoefficients(c.a, c.s, 0.5 * c.a * dL, -0.5 * c.a.square() * dL / c.s)
 
     def _grid_index(self, times: Tensor) -> Tensor | None:
         """The steps k of times that all lie on the grid (t = k / T), else None.

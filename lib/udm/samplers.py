@@ -13,10 +13,12 @@ Every sampler takes the same arguments (k-diffusion's design: the grid is data):
 - ``x_init``, the state at ``grid[0]``, shape (B, ...) (``path.sample_prior``);
 - ``generator``, the source of fresh noise, for the stochastic samplers.
 
-Each step is written with x0_hat and eps_hat = (x_t - a x0_hat) / s, in the variables
-(sigma, x / a) of EDM where that matters, as x_next = a' x0_hat + s' eps_hat: no division by
-a, so a grid may start where a = 0 (the straight line's t = 1). Every sampler's last step,
-to t = 0, returns x0_hat (Tweedie's denoising step).
+Each step is written with x0_hat and eps_hat = (x_t - a x0_hat) / s: DDIM, ancestral
+sampling and EDM's churn in the variables (sigma, x / a), as x_next = a' x0_hat + s' eps_hat,
+the probability-flow solvers (Euler, Heun) in t with the velocity a'(t) x0_hat + s'(t)
+eps_hat, the reverse SDE in t with its drift and diffusion. None divides by a, so a grid
+may start where a = 0 (the straight line's t = 1). Every sampler's last step, to t = 0,
+returns x0_hat (Tweedie's denoising step).
 
 Arguments are checked once per call; the path's coefficients are tabulated for the whole
 grid before the loop (and the denoiser's, through its ``prepare``), so a step costs the
@@ -27,9 +29,9 @@ error names the first step that produced a non-finite state.
 sampler                                NFE, n steps     order (measured in tests/test_samplers)
 =====================================  ===============  ======================================
 :func:`ancestral` (DDPM)               n                weak 1
-:func:`ddim` (eta)                     n                1 (eta = 0); weak 1
-:func:`euler` (probability flow)       n                1
-:func:`heun` (probability flow)        2n - 1           2
+:func:`ddim` (eta), in (sigma, x/a)    n                1 (eta = 0); weak 1
+:func:`euler` (probability flow, t)    n                1
+:func:`heun` (probability flow, t)     2n - 1           2
 :func:`euler_maruyama` (reverse SDE)   n                strong 1 (additive noise), weak 1
 :func:`predictor_corrector`            2n - 1           weak 1 while the corrector's bias
                                                         (~ snr^2, fixed) is smaller
@@ -253,8 +255,9 @@ def ddim(
 
     std^2 = s_s^2 (1 - sigma_s^2 / sigma_t^2) is the ancestral step's variance: eta = 1
     draws from the same Gaussian as :func:`ancestral`, eta = 0 re-noises x0_hat with the
-    noise it came from and is Euler's method for the probability-flow ODE in (sigma, x/a)
-    (:func:`euler`), first order and deterministic. One evaluation a step. ``eta`` in [0, 1].
+    noise it came from and is Euler's method for the probability-flow ODE in the variables
+    (sigma, y = x/a), where it reads dy/dsigma = eps_hat (:func:`euler` is Euler's method in
+    t): first order and deterministic. One evaluation a step. ``eta`` in [0, 1].
 
     Book: eq. (eq-ddim), Chapter on score-based models.
     """
@@ -279,6 +282,26 @@ def ddim(
     return run.finish(x)
 
 
+def _velocity_coefficients(
+    run: _Run, path: Path, *, ends: bool = False
+) -> list[tuple[float, float]]:
+    """(k_x, k_0) with the probability-flow velocity dx/dt = k_x x + k_0 x0_hat at each time.
+
+    dx/dt = a' x0_hat + s' eps_hat with eps_hat = (x - a x0_hat) / s, so k_x = s'/s and
+    k_0 = a' - s' a / s. The grid's last time (t = 0) has none: the final step is x0_hat.
+    At the steps' starts (``ends=False``: t_0..t_{n-1}) the rates are the path's own, which
+    on a discrete path are those of the interval below t; at their ends (``ends=True``:
+    t_1..t_{n-1}, Heun's corrector) they are taken from above, so that both slopes of a
+    step belong to the interval it crosses.
+    """
+    if ends:
+        c = path._coefficients_from_above(run.grid[1:-1])
+    else:
+        c = path.coefficients(run.grid[:-1])
+    pairs = zip(c.a.tolist(), c.s.tolist(), c.da.tolist(), c.ds.tolist(), strict=True)
+    return [(ds / s, da - ds * a / s) for a, s, da, ds in pairs]
+
+
 @torch.no_grad()
 def euler(
     denoiser: DenoiserFn,
@@ -288,48 +311,29 @@ def euler(
     *,
     return_trajectory: bool = False,
 ) -> Tensor:
-    """Euler's method for the probability-flow ODE in EDM's variables (sigma, y = x / a).
+    """Euler's method for the probability-flow ODE dx/dt = a'(t) x0_hat + s'(t) eps_hat.
 
-    There the ODE reads dy / dsigma = eps_hat = (y - x0_hat) / sigma, the same for every
-    path, and a step is y_s = y_t + (sigma_s - sigma_t) eps_hat, x_s = a_s y_s. (It equals
-    :func:`ddim` with eta = 0; at sigma_t = inf, where y is undefined, the step's limit
-    a_s x0_hat + s_s eps_hat is taken.) First order, one evaluation a step, deterministic.
+    The right-hand side is the flow-matching velocity E[a' x_0 + s' eps | x_t] (Song et al.'s
+    f x - g^2 score / 2 in other words). A step of h = t_next - t < 0 is x + h dx/dt, taken
+    at the step's start; the last step, into t = 0 where the velocity is unbounded for VP
+    paths, returns x0_hat. First order, one evaluation a step, deterministic. (DDIM with
+    eta = 0 is the first-order step in (sigma, x/a) instead; on the straight line, where a and
+    s are linear in t, the two coincide.)
 
-    Book: eq. (eq-pf-ode) and eq. (eq-ddim), Chapter on score-based models.
+    Book: eq. (eq-pf-ode), Chapter on score-based models.
     """
     run = _Run(denoiser, path, grid, x_init, None, return_trajectory)
-    a, s, sigma = run.a, run.s, run.sigma
-    steps = []  # y_s = (sigma_s / sigma_t) y_t + (1 - sigma_s / sigma_t) x0_hat, times a_s
-    for i in range(run.n):
-        ratio = sigma[i + 1] / sigma[i]  # 0 at sigma_t = inf
-        c_x = a[i + 1] * ratio / a[i] if a[i] > 0 else s[i + 1] / s[i]
-        steps.append((c_x, a[i + 1] * (1.0 - ratio)))
+    velocity = _velocity_coefficients(run, path)
     x = x_init
-    for i, (c_x, c_0) in enumerate(steps):
+    for i, (k_x, k_0) in enumerate(velocity):
         x0 = denoiser(x, run.t[i])
-        x = torch.add(x0 * c_0, x, alpha=c_x)
+        if i == run.n - 1:
+            x = x0
+        else:
+            h = run.t[i + 1] - run.t[i]
+            x = torch.add(x0 * (h * k_0), x, alpha=1.0 + h * k_x)
         run.record(x)
     return run.finish(x)
-
-
-def _heun_step(
-    denoiser: DenoiserFn, run: _Run, x: Tensor, x0: Tensor, t: float, a: float, s: float, i: int
-) -> Tensor:
-    """One Heun step in (sigma, x/a) from (x, t) with x0 = denoiser(x, t) to grid time i + 1.
-
-    Euler predictor x_e = a' x0 + s' eps_1; corrector x_e + (s' - a' sigma)(eps_2 - eps_1) / 2,
-    which averages the slopes dy/dsigma at both ends. Euler alone where the next time is 0 or
-    sigma is infinite.
-    """
-    a_next, s_next = run.a[i + 1], run.s[i + 1]
-    eps1 = torch.add(x / s, x0, alpha=-a / s)
-    x_euler = torch.add(x0 * a_next, eps1, alpha=s_next)
-    sigma = s / a if a > 0 else math.inf
-    if s_next == 0 or math.isinf(sigma):
-        return x_euler
-    x0_next = denoiser(x_euler, run.t[i + 1])
-    eps2 = torch.add(x_euler / s_next, x0_next, alpha=-a_next / s_next)
-    return torch.add(x_euler, eps2 - eps1, alpha=0.5 * (s_next - a_next * sigma))
 
 
 @torch.no_grad()
@@ -341,22 +345,58 @@ def heun(
     *,
     return_trajectory: bool = False,
 ) -> Tensor:
-    """Heun's method for the probability-flow ODE in (sigma, x / a): EDM's Algorithm 1.
+    """Heun's method for the probability-flow ODE dx/dt = a' x0_hat + s' eps_hat: EDM's
+    Algorithm 1 for any path (its d_i is this velocity).
 
-    Each step takes an Euler predictor and averages the slopes dy/dsigma = eps_hat at both
-    ends (trapezoid corrector): second order, two evaluations a step, deterministic. The
-    last step, to t = 0, is an Euler step (it lands on x0_hat), as in EDM, and so is a step
-    starting at sigma = inf: 2n - 1 evaluations for n steps (2n - 2 from sigma = inf).
+    Each step takes an Euler predictor x_e = x + h v(x, t) and averages the slopes at both
+    ends, x + h (v(x, t) + v(x_e, t_next)) / 2 (trapezoid corrector): second order, two
+    evaluations a step, deterministic. The last step, into t = 0, is the first-order step
+    (as in EDM): it returns x0_hat. 2n - 1 evaluations for n steps. On a discrete path the
+    velocity has a kink at every step k / T (a', s' are constant on each step and jump
+    between steps); Heun takes both slopes of a step with the rates of the interval it
+    crosses, so it is second order on grids that contain every k / T and first order on
+    grids that straddle them.
 
     Book: eq. (eq-pf-ode), Chapter on score-based models.
     """
     run = _Run(denoiser, path, grid, x_init, None, return_trajectory)
+    velocity = _velocity_coefficients(run, path)
+    at_ends = _velocity_coefficients(run, path, ends=True)
     x = x_init
-    for i in range(run.n):
+    for i, (k_x, k_0) in enumerate(velocity):
         x0 = denoiser(x, run.t[i])
-        x = _heun_step(denoiser, run, x, x0, run.t[i], run.a[i], run.s[i], i)
+        if i == run.n - 1:
+            x = x0
+        else:
+            h = run.t[i + 1] - run.t[i]
+            slope = torch.add(x0 * k_0, x, alpha=k_x)
+            x_euler = torch.add(x, slope, alpha=h)
+            k_x2, k_02 = at_ends[i]
+            x0_next = denoiser(x_euler, run.t[i + 1])
+            slope_next = torch.add(x0_next * k_02, x_euler, alpha=k_x2)
+            x = torch.add(x, slope + slope_next, alpha=0.5 * h)
         run.record(x)
     return run.finish(x)
+
+
+def _heun_step_in_sigma(
+    denoiser: DenoiserFn, run: _Run, x: Tensor, x0: Tensor, a: float, s: float, i: int
+) -> Tensor:
+    """One Heun step in (sigma, y = x / a) from (x, sigma = s / a) to grid time i + 1.
+
+    Euler predictor x_e = a' x0 + s' eps_1 (the DDIM step), corrector
+    x_e + (s' - a' sigma)(eps_2 - eps_1) / 2, which averages the slopes dy/dsigma at both
+    ends. Euler alone where the next time is 0 or sigma is infinite.
+    """
+    a_next, s_next = run.a[i + 1], run.s[i + 1]
+    eps1 = torch.add(x / s, x0, alpha=-a / s)
+    x_euler = torch.add(x0 * a_next, eps1, alpha=s_next)
+    sigma = s / a if a > 0 else math.inf
+    if s_next == 0 or math.isinf(sigma):
+        return x_euler
+    x0_next = denoiser(x_euler, run.t[i + 1])
+    eps2 = torch.add(x_euler / s_next, x0_next, alpha=-a_next / s_next)
+    return torch.add(x_euler, eps2 - eps1, alpha=0.5 * (s_next - a_next * sigma))
 
 
 def _sde_steps(run: _Run, path: Path) -> list[tuple[float, float, float]]:
@@ -475,8 +515,9 @@ def edm_stochastic(
     At each step from sigma_i with churn_min <= sigma_i <= churn_max, raise the noise level to
     sigma_hat = (1 + gamma) sigma_i, gamma = min(churn / n, sqrt(2) - 1) (never past the path's
     sigma(t_max)), by adding noise: y_hat = y + sqrt(sigma_hat^2 - sigma_i^2) noise_scale z in
-    y = x / a. Then a Heun step (:func:`heun`) from sigma_hat to sigma_{i+1}. churn = 0 is
-    :func:`heun`. 2n - 1 evaluations for n steps. The noise each step adds shrinks like
+    y = x / a. Then a Heun step in (sigma, y) from sigma_hat to sigma_{i+1}, the DDIM step as
+    predictor (on EDM's path, a = 1 and t = sigma, this is :func:`heun`, and churn = 0 is
+    exactly it). 2n - 1 evaluations for n steps. The noise each step adds shrinks like
     churn / n, and the weak error falls like Heun's (second order, measured once
     churn / n < sqrt(2) - 1).
 
@@ -506,6 +547,6 @@ def edm_stochastic(
         if t > run.t[i]:  # raise the noise level from sigma_i to sigma_hat
             x = torch.add(x * (a / run.a[i]), run.noise(x), alpha=a * noise_std * noise_scale)
         x0 = denoiser(x, t)
-        x = _heun_step(denoiser, run, x, x0, t, a, s, i)
+        x = _heun_step_in_sigma(denoiser, run, x, x0, a, s, i)
         run.record(x)
     return run.finish(x)
