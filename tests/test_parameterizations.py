@@ -431,6 +431,25 @@ def test_continuous_elbo_loss_averages_to_the_integral():
     assert snr.numel() == x0.shape[0]
 
 
+def test_training_tables_kept_with_a_path_are_per_prediction_and_data_std():
+    """Denoisers on one discrete path share its training tables only where they agree."""
+    shared = schedules.cosine_schedule(20).path
+    x0, noise = torch.randn(64, 2, generator=gen(11)), torch.randn(64, 2, generator=gen(12))
+    t = torch.randint(1, 21, (64,), generator=gen(13)).to(F64) / 20
+    for prediction in PREDICTIONS:
+        for data_std in (None, 0.5, 1.0):
+            losses = [
+                prediction_loss(
+                    Denoiser(lambda x, s: 0.5 * x, path, prediction, data_std=data_std),
+                    x0,
+                    t=t,
+                    noise=noise,
+                ).item()
+                for path in (shared, schedules.cosine_schedule(20).path)  # used vs fresh
+            ]
+            assert losses[0] == losses[1], (prediction, data_std)
+
+
 def test_loss_draws_grid_times_on_a_discrete_path():
     path = schedules.linear_schedule(20, 0.01, 0.3).path
     seen = []

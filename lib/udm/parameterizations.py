@@ -626,7 +626,6 @@ class Denoiser(PathDenoiser):
             check_positive("data_std", data_std)
             data_std = float(data_std)
         self.data_std = data_std
-        self._step_tables: dict[tuple, tuple] = {}
 
     def extra_repr(self) -> str:
         pre = f", data_std={self.data_std:g}" if self.data_std is not None else ""
@@ -762,22 +761,25 @@ class Denoiser(PathDenoiser):
     def _steps_table(self, like: Tensor) -> tuple | None:
         """:meth:`_training_numbers` at every step of a fixed discrete path, in like's dtype.
 
-        Computed once (like the samplers' ``prepare``): a training step then gathers its
+        Computed once per path, prediction, data_std, dtype and device (like the samplers'
+        ``prepare``) and kept with the path, so that denoisers built afresh for every batch
+        (:func:`udm.guidance.cfg_training_loss`) share it: a training step then gathers its
         numbers instead of recomputing them. Numbers that are the same at every step stay
         Python floats. None for any other path.
         """
         path = self.path
         if not isinstance(path, DiscreteVP) or path._on_grid is None:
             return None
-        key = (like.dtype, like.device)
-        if key not in self._step_tables:
+        key = (self.prediction, self.data_std, like.dtype, like.device)
+        tables = path._training_tables
+        if key not in tables:
             with torch.no_grad():
                 numbers = self._training_numbers(path._on_grid)
-            self._step_tables[key] = tuple(
+            tables[key] = tuple(
                 v.to(device=like.device, dtype=like.dtype) if torch.is_tensor(v) else v
                 for v in numbers
             )
-        return self._step_tables[key]
+        return tables[key]
 
     def _training_terms(
         self, x0: Tensor, noise: Tensor, times: Tensor, *, with_q: bool = False

@@ -514,6 +514,7 @@ class DiscreteVP(VPPath):
         self.t_min = 1.0 / self.T
         self._on_grid: PathCoefficients | None = None
         self._on_grid = VPPath._coefficients(self, torch.arange(self.T + 1, dtype=F64) / self.T)
+        self._training_tables: dict[tuple, tuple] = {}  # udm.parameterizations.Denoiser's
 
     def __repr__(self) -> str:
         return f"DiscreteVP(T={self.T}, alpha_bar_T={math.exp(self.table()[-1].item()):.3g})"
