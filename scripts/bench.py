@@ -39,23 +39,27 @@ def time_notebook(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def best_of(operation, repeats: int) -> float:
-    """The least CPU time (seconds) of ``repeats`` calls of ``operation``, after a warm-up.
+def paired_best(first, second, repeats: int) -> tuple[float, float]:
+    """The least CPU time (seconds) of each of two operations, timed alternately.
 
-    CPU time of this process, not wall-clock time: with one torch thread it is what the
-    loop itself costs, unaffected by other programs sharing the cores (on an idle machine
+    One warm-up call of each, then ``repeats`` rounds of one timed call of each, so that
+    both see the same conditions (a busy spell of a shared machine hits both alike). CPU
+    time of this process, not wall-clock time: with one torch thread it is what the loop
+    itself costs, little affected by other programs sharing the cores (on an idle machine
     the two agree).
     """
-    operation()
-    times = []
+    first()
+    second()
+    best = [float("inf"), float("inf")]
     for _ in range(repeats):
-        start = time.process_time()
-        operation()
-        times.append(time.process_time() - start)
-    return min(times)
+        for i, operation in enumerate((first, second)):
+            start = time.process_time()
+            operation()
+            best[i] = min(best[i], time.process_time() - start)
+    return best[0], best[1]
 
 
-def sampler_overheads(repeats: int = 5) -> list[tuple[str, ...]]:
+def sampler_overheads(repeats: int = 7) -> list[tuple[str, ...]]:
     """Each sampler's full loop against the same network calls alone, in one process.
 
     The bench's 2-D MLP (``TimeConditionedMLP(data_dim=2)``, default widths), 1,000 points,
@@ -63,6 +67,9 @@ def sampler_overheads(repeats: int = 5) -> list[tuple[str, ...]]:
     very inputs (states and times) the sampler gave the network, recorded in a first run:
     a network's cost can depend on its inputs' values (subnormal numbers are slow), so only
     the same calls make a fair baseline. Each pair is timed alternately, best of ``repeats``.
+    Every case is recorded before any is timed: recording while timing made the first case's
+    loop slower by up to 30% in a fresh process (the memory the recordings take), whichever
+    sampler came first.
     """
     import torch
 
@@ -88,9 +95,9 @@ def sampler_overheads(repeats: int = 5) -> list[tuple[str, ...]]:
         ),
         "edm_stochastic": lambda: samplers.edm_stochastic(denoiser, path, grid, x_init, generator),
     }
-    rows = []
+    rows, recorded = [], {}
     with torch.no_grad():
-        for name, run in cases.items():
+        for name, run in cases.items():  # first record every case, then time them all
             calls: list[tuple] = []
             hook = net.register_forward_hook(
                 lambda module, inputs, output, seen=calls: seen.append(
@@ -99,15 +106,15 @@ def sampler_overheads(repeats: int = 5) -> list[tuple[str, ...]]:
             )
             run()  # one recorded run: every network call's inputs
             hook.remove()
+            recorded[name] = calls
+        for name, run in cases.items():
+            calls = recorded[name]
 
             def network_only(calls=calls):
                 for x, t in calls:
                     net(x, t)
 
-            loop, alone = float("inf"), float("inf")
-            for _ in range(repeats):  # alternate, so that both see the same conditions
-                alone = min(alone, best_of(network_only, 1))
-                loop = min(loop, best_of(run, 1))
+            alone, loop = paired_best(network_only, run, repeats)
             rows.append(
                 (name, str(len(calls)), f"{alone:.3f}", f"{loop:.3f}", f"{loop / alone:.3f}")
             )
@@ -160,10 +167,7 @@ def training_overheads(steps: int = 300, repeats: int = 5) -> list[tuple[str, ..
                 progress=False,
             )
 
-        bare_time, udm_time = float("inf"), float("inf")
-        for _ in range(repeats):
-            bare_time = min(bare_time, best_of(bare, 1))
-            udm_time = min(udm_time, best_of(udm_loop, 1))
+        bare_time, udm_time = paired_best(bare, udm_loop, repeats)
         rows.append(
             (
                 label,
