@@ -109,7 +109,7 @@ def test_euler_is_first_order_and_heun_second_order(path_name):
     """Error against a 512-step Heun solution, same start points, under step halving.
 
     Karras grids (rho = 7) from the path's t_max (0.999 on the straight line) to t_min;
-    mean distance over 100 points. Bands: Euler 1.8-2.4 (ratio 2), Heun 3.2-5.2 (ratio 4).
+    mean distance over 100 points. Bands: Euler 1.8-2.3 (ratio 2), Heun 3.5-5.0 (ratio 4).
     """
     path, t_max = PATHS[path_name], T_MAX.get(path_name)
     denoiser = MixtureDenoiser(MIXTURE, path)
