@@ -1,5 +1,6 @@
 """Tests for udm.learned_schedule: monotone by construction, and its loss is the VDM's -ELBO."""
 
+import contextlib
 import math
 
 import pytest
@@ -119,6 +120,30 @@ def test_vdm_loss_trains_both_the_denoiser_and_the_schedule():
     grads = [p.grad for p in omega.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert omega.omega_min.grad.abs() > 0 and omega.raw_gap.grad.abs() > 0
+
+
+def test_holding_the_learned_path_changes_neither_the_loss_nor_its_gradients(monkeypatch):
+    """vdm_loss evaluates omega once (LearnedVP.held); the same loss without holding agrees."""
+    omega = scrambled_network(5, 0.5)
+    model = Denoiser(lambda x_t, t: 0.9 * x_t, omega.path(16), "eps", data_std=1.0)
+    x0 = torch.randn(32, 2, generator=torch.Generator().manual_seed(6), dtype=F64)
+
+    def loss_and_gradients():
+        loss = vdm_loss(model, x0, generator=torch.Generator().manual_seed(7))
+        return loss.detach(), torch.autograd.grad(loss, list(omega.parameters()))
+
+    held_loss, held_grads = loss_and_gradients()
+    calls = []
+    omega.register_forward_hook(lambda *args: calls.append(1))
+    loss_and_gradients()
+    assert len(calls) == 1  # one evaluation of omega for the whole loss
+    monkeypatch.setattr(LearnedVP, "held", lambda self: contextlib.nullcontext())
+    loss, grads = loss_and_gradients()
+    assert len(calls) > 2  # without holding, every use of the path evaluates omega again
+    torch.testing.assert_close(held_loss, loss, rtol=1e-12, atol=0)
+    for held_grad, grad in zip(held_grads, grads, strict=True):
+        torch.testing.assert_close(held_grad, grad, rtol=1e-10, atol=1e-14)
+    assert model.path._held is None  # released after the loss
 
 
 def test_the_elbo_weights_use_the_expm1_form_and_stay_accurate_in_float32():

@@ -16,8 +16,10 @@ denoiser and the schedule, for training them jointly.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -165,6 +167,7 @@ class LearnedVP(DiscreteVP):
         check_int_at_least("T", T, 2)
         self.omega, self.T, self.t_min = omega, T, 1.0 / T
         self._on_grid = None  # recomputed from the network at every use, never cached
+        self._held: Tensor | None = None
 
     def __repr__(self) -> str:
         return f"LearnedVP(T={self.T})"
@@ -172,7 +175,23 @@ class LearnedVP(DiscreteVP):
     def _key(self) -> tuple:
         return (id(self.omega), self.T)
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Within the block, omega is evaluated once and every use of the path shares it.
+
+        For one loss evaluation (:func:`vdm_loss` holds the path while it computes its
+        terms): the same graph node carries every term's gradient to omega, and the network
+        runs once instead of once per use. Outside the block the path follows omega again.
+        """
+        self._held = self._omegas()
+        try:
+            yield
+        finally:
+            self._held = None
+
     def _omegas(self) -> Tensor:
+        if self._held is not None:
+            return self._held
         return self.omega(self.omega.grid(self.T, self.omega.omega_min.dtype))
 
     def table(self) -> Tensor:
@@ -218,11 +237,13 @@ def vdm_loss(
         )
     check_tensor("x0", x0, min_ndim=2)
     path = denoiser.path
-    diffusion = prediction_loss(
-        denoiser, x0, weighting="elbo", t=t, noise=noise, generator=generator
-    )
+    held = path.held() if isinstance(path, LearnedVP) else contextlib.nullcontext()
+    with held:  # a learned schedule's network runs once for all the terms
+        diffusion = prediction_loss(
+            denoiser, x0, weighting="elbo", t=t, noise=noise, generator=generator
+        )
+        log_snrs = path.log_snr_table()
     dim = x0[0].numel()
-    log_snrs = path.log_snr_table()
     decoder_normaliser = 0.5 * dim * (math.log(2 * math.pi) - log_snrs[1])
     log_alpha_bar_T = vp_log_alpha_bar(log_snrs[-1])
     alpha_bar_T = log_alpha_bar_T.exp()
