@@ -495,6 +495,27 @@ def test_alpha_bar_one_is_rejected_where_the_noise_is_undefined():
             call()
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_conversions_refuse_non_finite_inputs_by_name(bad):
+    """The issue's predict_x0_from_eps(NaN) and its relatives: entry points check values."""
+    x, y = torch.randn(3, 2), torch.randn(3, 2)
+    y[1, 0] = bad
+    path = schedules.linear_schedule(10, 1e-3, 0.3).path
+    for name, call in (
+        ("eps", lambda: predict_x0_from_eps(x, y, 0.5)),
+        ("x0", lambda: predict_eps_from_x0(x, y, 0.5)),
+        ("eps", lambda: score_from_eps(y, 0.5)),
+        ("x0", lambda: score_from_x0(x, y, 0.5)),
+        ("eps", lambda: v_from_x0_eps(x, y, 0.5)),
+        ("output", lambda: x0_and_eps(y, x, 0.5, "v")),
+        ("output", lambda: convert(y, x, 0.5, path, "eps", "x0")),
+        ("x_t", lambda: convert(x, y, 0.5, path, "eps", "x0")),
+        ("noise", lambda: prediction_target(x, y, "v", path, 0.5)),
+    ):
+        with pytest.raises(ValueError, match=f"{name} must be finite"):
+            call()
+
+
 def test_shape_mismatch_names_both_arguments():
     with pytest.raises(ValueError, match="x_t and eps must have the same shape"):
         predict_x0_from_eps(torch.randn(3, 2), torch.randn(3, 1, 2), 0.5)

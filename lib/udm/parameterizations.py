@@ -207,10 +207,16 @@ def prediction_target(
 
 # ------------------------------------------------------------------- VP forms
 def _check_pair(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
-    """Two data tensors of shape (B, ...): floating, batch first, the same shape."""
+    """Two data tensors of shape (B, ...): floating, batch first, the same shape, finite.
+
+    The conversions are public entry points, so NaN and inf are refused here, by name
+    (the book's policy, :func:`udm.validate.check_finite`).
+    """
     check_tensor(name_a, a, min_ndim=2)
     check_tensor(name_b, b, min_ndim=2)
     check_same_shape(name_a, a, name_b, b)
+    check_finite(name_a, a)
+    check_finite(name_b, b)
 
 
 def _alpha_bar(alpha_bar: float | Tensor, like: Tensor, *, include_one: bool) -> Tensor:
@@ -289,6 +295,7 @@ def score_from_eps(eps: Tensor, alpha_bar: float | Tensor) -> Tensor:
     Book: eq. (eq-score-eps), Chapter on the three parameterizations.
     """
     check_tensor("eps", eps, min_ndim=2)
+    check_finite("eps", eps)
     a, s = _vp(alpha_bar, eps, include_one=False)
     _, beta = prediction_weights("score", a, s)
     return per_example(beta, eps) * eps
@@ -302,6 +309,7 @@ def eps_from_score(score: Tensor, alpha_bar: float | Tensor) -> Tensor:
     Book: eq. (eq-score-eps), Chapter on the three parameterizations.
     """
     check_tensor("score", score, min_ndim=2)
+    check_finite("score", score)
     (_, _, _, qe), _, _ = _vp_x0_eps(score, score, alpha_bar, "score", True)
     return per_example(qe, score) * score
 
