@@ -251,6 +251,36 @@ def test_weak_order_from_the_exact_output_law(name, band, monkeypatch):
     assert band[0] < errors[-2] / errors[-1] < band[1], errors
 
 
+def test_euler_maruyama_has_strong_order_one_for_additive_noise(monkeypatch):
+    """Strong error against a 1024-step run on the same Brownian paths, VP SDE, Gaussian data.
+
+    Uniform grids in t from 1 to t_min whose steps nest in the reference's; the coarse run's
+    noise is the sum of the fine increments it spans. The noise g(t) dW does not depend on x,
+    so Euler-Maruyama is Milstein's scheme and the mean error at t_min halves with the step
+    (ratio 2, band 1.7-2.3; order 1/2 would give 1.41).
+    """
+    path = paths.ContinuousVP()
+    fine_steps, batch = 1024, 2000
+    increments = torch.randn(fine_steps, batch, 1, generator=gen(11), dtype=F64)
+    x_init = path.sample_prior((batch, 1), generator=gen(12), dtype=F64)
+
+    def at_t_min(n_steps):
+        m = fine_steps // n_steps
+        z = increments.reshape(n_steps, m, batch, 1).sum(dim=1) / math.sqrt(m)
+        draws = iter(z)
+        monkeypatch.setattr(samplers._Run, "noise", lambda self, like: next(draws))
+        grid = samplers.uniform_grid(path, n_steps + 1)  # n_steps steps to t_min, then t = 0
+        out = samplers.euler_maruyama(
+            GaussianDenoiser(path), path, grid, x_init, gen(0), return_trajectory=True
+        )
+        monkeypatch.undo()
+        return out[-2]
+
+    reference = at_t_min(fine_steps)
+    errors = [(at_t_min(n) - reference).abs().mean().item() for n in (16, 32, 64)]
+    assert 1.7 < errors[-2] / errors[-1] < 2.3, errors
+
+
 def test_euler_maruyama_follows_its_moment_recursion_written_out(monkeypatch):
     """x' = (1 + h beta (1/2 - 1/v_t)) x + h beta a_t M / v_t + sqrt(beta h) z on the VP SDE,
     iterated by hand with beta(t) = 0.1 + 19.9 t, then the final denoising step."""
