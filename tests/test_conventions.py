@@ -12,24 +12,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from udm.conventions import (
-    PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
     alpha_bar_from_edm_sigma,
     diffusers_tables,
     diffusers_timesteps,
     edm_scale,
     edm_sigma,
-    prediction_target,
-    vp_sde_alpha_bar,
-    vp_sde_beta,
     vp_sde_endpoints,
-    vp_sde_marginal,
     vp_sde_schedule,
-    x0_eps_from_prediction,
 )
+from udm.paths import ContinuousVP
 from udm.schedules import cosine_schedule, linear_schedule
 
 F64 = torch.float64
+
+
+def vp_sde_alpha_bar(t: torch.Tensor, beta_min: float = 0.1, beta_max: float = 20.0):
+    """The VP SDE's alpha_bar(t), from udm.paths (its one home)."""
+    return ContinuousVP(beta_min, beta_max).alpha_bar(t)
 
 
 # ----------------------------------------------------------------------------- diffusers
@@ -159,13 +159,13 @@ def test_vp_marginal_solves_the_moment_odes() -> None:
     mean_f = sp.lambdify((s, b0, b1), mean)
     var_f = sp.lambdify((s, b0, b1), var)
     t = torch.tensor([0.0, 1e-4, 0.1, 0.5, 1.0], dtype=F64)
-    for lo, hi in [(0.1, 20.0), (0.5, 5.0), (1.0, 1.0)]:
-        m_t, std_t = vp_sde_marginal(t, lo, hi)
+    for lo, hi in [(0.1, 20.0), (0.5, 5.0), (1.0, 1.5)]:
+        path = ContinuousVP(lo, hi)
         expected_m = torch.tensor([mean_f(u, lo, hi) for u in t.tolist()], dtype=F64)
         expected_std = torch.tensor([math.sqrt(var_f(u, lo, hi)) for u in t.tolist()], dtype=F64)
-        torch.testing.assert_close(m_t, expected_m, rtol=1e-12, atol=0)
-        torch.testing.assert_close(std_t, expected_std, rtol=1e-9, atol=1e-15)
-        torch.testing.assert_close(m_t**2, vp_sde_alpha_bar(t, lo, hi), rtol=1e-12, atol=0)
+        torch.testing.assert_close(path.a(t), expected_m, rtol=1e-12, atol=0)
+        torch.testing.assert_close(path.s(t), expected_std, rtol=1e-9, atol=1e-15)
+        torch.testing.assert_close(path.a(t) ** 2, path.alpha_bar(t), rtol=1e-12, atol=0)
 
 
 def test_vp_alpha_bar_against_quadrature() -> None:
@@ -173,7 +173,7 @@ def test_vp_alpha_bar_against_quadrature() -> None:
         integral, _ = scipy.integrate.quad(lambda r: 0.1 + r * (20.0 - 0.1), 0.0, u)
         got = vp_sde_alpha_bar(torch.tensor([u], dtype=F64)).item()
         assert got == pytest.approx(math.exp(-integral), rel=1e-12)
-    assert vp_sde_beta(torch.tensor([0.0, 1.0], dtype=F64)).tolist() == [0.1, 20.0]
+    assert ContinuousVP().beta(torch.tensor([0.0, 1.0], dtype=F64)).tolist() == [0.1, 20.0]
 
 
 def test_vp_endpoints_of_linear_schedules() -> None:
@@ -194,56 +194,8 @@ def test_vp_schedule_converges_to_the_sde_at_rate_one_over_T() -> None:
     assert all(8 < r < 12 for r in ratios), f"error ratios {ratios}, expected about 10 (order 1/T)"
 
 
-# ----------------------------------------------------------------------------- predictions
-def _noised(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, ...]:
-    gen = torch.Generator().manual_seed(seed)
-    x0 = torch.randn(shape, generator=gen, dtype=F64)
-    eps = torch.randn(shape, generator=gen, dtype=F64)
-    ab = torch.rand(shape[0], generator=gen, dtype=F64) * 0.98 + 0.01
-    view = (-1,) + (1,) * (len(shape) - 1)
-    x_t = ab.sqrt().view(view) * x0 + (1 - ab).sqrt().view(view) * eps
-    return x0, eps, ab, x_t
-
-
-@pytest.mark.parametrize("shape", [(7, 2), (3, 1, 8, 8)])
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
-def test_every_prediction_type_recovers_x0_and_eps(
-    shape: tuple[int, ...], prediction_type: str
-) -> None:
-    x0, eps, ab, x_t = _noised(shape, seed=1)
-    target = prediction_target(x0, eps, ab, prediction_type)
-    x0_hat, eps_hat = x0_eps_from_prediction(target, x_t, ab, prediction_type)
-    torch.testing.assert_close(x0_hat, x0, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(eps_hat, eps, rtol=1e-9, atol=1e-9)
-
-
-def test_v_and_x0_match_diffusers_formulas() -> None:
-    x0, eps, ab, x_t = _noised((6, 3), seed=2)
-    a, b = ab.sqrt()[:, None], (1 - ab).sqrt()[:, None]
-    # diffusers: get_velocity = sqrt(a_prod) noise - sqrt(1 - a_prod) sample, and step()'s
-    # pred_original_sample for each prediction type.
-    v = a * eps - b * x0
-    torch.testing.assert_close(prediction_target(x0, eps, ab, "v_prediction"), v)
-    cases = {"epsilon": (x_t - b * eps) / a, "sample": x0, "v_prediction": a * x_t - b * v}
-    for prediction_type, diffusers_x0 in cases.items():
-        output = prediction_target(x0, eps, ab, prediction_type)
-        x0_hat, _ = x0_eps_from_prediction(output, x_t, ab, prediction_type)
-        torch.testing.assert_close(x0_hat, diffusers_x0, rtol=1e-12, atol=1e-12)
-
-
-def test_v_identities_symbolically() -> None:
-    a = sp.symbols("alpha_bar", positive=True)
-    x0, eps = sp.symbols("x_0 epsilon", real=True)
-    x_t = sp.sqrt(a) * x0 + sp.sqrt(1 - a) * eps
-    v = sp.sqrt(a) * eps - sp.sqrt(1 - a) * x0
-    assert sp.simplify(sp.sqrt(a) * x_t - sp.sqrt(1 - a) * v - x0) == 0
-    assert sp.simplify(sp.sqrt(1 - a) * x_t + sp.sqrt(a) * v - eps) == 0
-
-
 # ----------------------------------------------------------------------------- bad input
 def test_bad_inputs_name_the_argument() -> None:
-    ok = torch.tensor([0.5], dtype=F64)
-    x = torch.zeros(1, 2, dtype=F64)
     with pytest.raises(TypeError, match="schedule"):
         diffusers_tables(torch.ones(3))
     with pytest.raises(ValueError, match="timestep_spacing"):
@@ -265,22 +217,8 @@ def test_bad_inputs_name_the_argument() -> None:
     with pytest.raises(ValueError, match="sigma"):
         alpha_bar_from_edm_sigma(torch.tensor([-1.0]))
     with pytest.raises(ValueError, match="t must lie"):
-        vp_sde_alpha_bar(torch.tensor([1.5]))
-    with pytest.raises(ValueError, match="beta_max"):
-        vp_sde_marginal(ok, beta_min=1.0, beta_max=0.5)
-    with pytest.raises(ValueError, match="beta_min"):
-        vp_sde_beta(ok, beta_min=0.0)
+        vp_sde_alpha_bar(torch.tensor([1.5], dtype=F64))
     with pytest.raises(ValueError, match="linear"):
         vp_sde_endpoints(cosine_schedule(100))
     with pytest.raises(ValueError, match="T must exceed"):
         vp_sde_schedule(20)
-    with pytest.raises(ValueError, match="prediction_type"):
-        prediction_target(x, x, ok, "x0")
-    with pytest.raises(ValueError, match="noise"):
-        prediction_target(x, torch.zeros(2, 2, dtype=F64), ok, "epsilon")
-    with pytest.raises(ValueError, match="alpha_bar"):
-        x0_eps_from_prediction(x, x, torch.tensor([1.0], dtype=F64), "epsilon")
-    with pytest.raises(ValueError, match="alpha_bar"):
-        x0_eps_from_prediction(x, x, torch.tensor([0.5, 0.5], dtype=F64), "sample")
-    with pytest.raises(ValueError, match="prediction"):
-        x0_eps_from_prediction(torch.zeros(1, 3, dtype=F64), x, ok, "sample")

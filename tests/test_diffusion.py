@@ -1,4 +1,8 @@
-"""Tests for udm.diffusion against SymPy, closed forms, SciPy and brute-force Monte Carlo."""
+"""Tests for udm.diffusion against SymPy, closed forms, SciPy and brute-force Monte Carlo.
+
+The samplers that run this model are tested in test_samplers.py; its training loss in
+test_parameterizations.py.
+"""
 
 import math
 
@@ -11,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from udm import diffusion as D
-from udm.metrics import sliced_wasserstein
+from udm import samplers
 from udm.nets import TimeConditionedMLP
+from udm.parameterizations import Denoiser, MixtureDenoiser, prediction_loss
 from udm.schedules import NoiseSchedule, cosine_schedule, linear_schedule
 from udm.symbolic import complete_the_square
 from udm.toy import default_mixture
@@ -39,10 +44,10 @@ class Gaussian1D:
         self.m, self.s = m, s
 
     def denoiser(self, schedule: NoiseSchedule):
-        """E[x_0 | x_t] = m + sqrt(ab) s^2 / (ab s^2 + 1 - ab) (x_t - sqrt(ab) m)."""
+        """E[x_0 | x_t] = m + sqrt(ab) s^2 / (ab s^2 + 1 - ab) (x_t - sqrt(ab) m), t = k / T."""
 
         def model(x_t, t):
-            ab = schedule.alpha_bar(t, dtype=F64).to(x_t.dtype)[:, None]
+            ab = schedule.path.alpha_bar(t).to(x_t.dtype)[:, None]
             gain = ab.sqrt() * self.s**2 / (ab * self.s**2 + 1 - ab)
             return self.m + gain * (x_t - ab.sqrt() * self.m)
 
@@ -284,11 +289,7 @@ def test_exact_mixture_denoiser_elbo_is_a_bound_close_to_log_likelihood():
     mixture = default_mixture()
     schedule = log_linear_snr_schedule(400, 8.0, -10.0)
     x0 = mixture.sample(1000, generator=gen(8), dtype=F64)
-
-    def model(x_t, t):
-        return mixture.denoiser(x_t, schedule.alpha_bar(t, dtype=F64))
-
-    terms = D.elbo_terms(model, schedule, x0, generator=gen(9))
+    terms = D.elbo_terms(MixtureDenoiser(mixture, schedule.path), schedule, x0, generator=gen(9))
     gap = mixture.log_prob(x0).mean().item() - terms.elbo.mean().item()
     assert 0 < gap < 0.3
     assert torch.isfinite(terms.bits_per_dim).all()
@@ -304,106 +305,26 @@ def test_bits_per_dim_converts_nats():
 
 
 # ------------------------------------------------------------------------------ losses
-def test_x0_losses_match_their_definitions():
-    schedule = linear_schedule(30, 0.01, 0.3)
-    g = gen(10)
-    x0, noise = torch.randn(8, 2, generator=g, dtype=F64), torch.randn(8, 2, generator=g, dtype=F64)
-    t = torch.tensor([2, 5, 9, 30, 11, 2, 3, 17])
-    model = linear_model(-0.2, 0.6)
-    error = (model(D.q_sample(schedule, x0, t, noise), t) - x0).square()
-    simple = D.x0_prediction_loss(model, schedule, x0, t=t, noise=noise)
-    assert simple.item() == pytest.approx(error.mean().item(), rel=1e-12)
-    elbo = D.x0_prediction_loss(model, schedule, x0, weighting="elbo", t=t, noise=noise)
-    kl = D.denoising_matching_term(model, schedule, x0, t, noise)
-    assert elbo.item() == pytest.approx(schedule.T * kl.mean().item(), rel=1e-10)
-
-
 def test_elbo_weighted_loss_is_unbiased_for_the_denoising_sum():
-    """Averaging the t-sampled loss over every t gives sum_t w_t ||x0_hat - x0||^2."""
+    """Averaging the t-sampled ELBO loss over every t gives sum_t w_t ||x0_hat - x0||^2."""
     schedule = linear_schedule(12, 0.02, 0.4)
     g = gen(11)
     x0, noise = torch.randn(6, 2, generator=g, dtype=F64), torch.randn(6, 2, generator=g, dtype=F64)
-    model = linear_model(0.0, 0.9)
+    model = Denoiser(linear_model(0.0, 0.9), schedule.path, "x0")
     average = (
         sum(
-            D.x0_prediction_loss(
-                model, schedule, x0, weighting="elbo", t=torch.full((6,), t), noise=noise
+            prediction_loss(
+                model, x0, weighting="elbo", t=torch.full((6,), t / 12, dtype=F64), noise=noise
             )
             for t in range(1, schedule.T + 1)
         )
         / schedule.T
     )
-    x1_error = (model(D.q_sample(schedule, x0, 1, noise), None) - x0).square().sum(1)
+    x1_error = (model(D.q_sample(schedule, x0, 1, noise), 1 / 12) - x0).square().sum(1)
     expected = D.x0_loss_weight(schedule, 1) * x1_error + sum(
         D.denoising_matching_term(model, schedule, x0, t, noise) for t in range(2, schedule.T + 1)
     )
     assert average.item() == pytest.approx(expected.mean().item(), rel=1e-10)
-
-
-def test_preconditioned_weighting_is_the_networks_own_squared_error():
-    """weight 1 / c_out^2 on the x_0 error = plain MSE of F against (x_0 - c_skip x_t) / c_out."""
-    schedule = cosine_schedule(40)
-    torch.manual_seed(1)
-    net = TimeConditionedMLP(2, hidden=16, depth=1).double()
-    model = D.PreconditionedX0Predictor(net, schedule, data_std=0.8)
-    g = gen(18)
-    x0, noise = (
-        torch.randn(16, 2, generator=g, dtype=F64),
-        torch.randn(16, 2, generator=g, dtype=F64),
-    )
-    t = torch.randint(1, 41, (16,), generator=g)
-    loss = D.x0_prediction_loss(model, schedule, x0, weighting=model.loss_weight, t=t, noise=noise)
-    ab = schedule.alpha_bars[t][:, None]
-    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-    var_xt = ab * 0.64 + 1 - ab
-    c_skip, c_out = ab.sqrt() * 0.64 / var_xt, 0.8 * (1 - ab).sqrt() / var_xt.sqrt()
-    target = (x0 - c_skip * x_t) / c_out
-    own = (net(x_t / var_xt.sqrt(), t) - target).square().mean()
-    assert loss.item() == pytest.approx(own.item(), rel=1e-10)
-    snr = schedule.alpha_bars[t] / (1 - schedule.alpha_bars[t])
-    torch.testing.assert_close(model.loss_weight(t), snr + 1 / 0.64, rtol=1e-10, atol=0)
-
-
-# ----------------------------------------------------------------------------- sampling
-def sampler_output_moments(data: Gaussian1D, schedule: NoiseSchedule) -> tuple[float, float]:
-    """Mean and sd of the ancestral sampler's output, by propagating moments (all steps linear)."""
-    mean, var = 0.0, 1.0
-    for t in range(schedule.T, 0, -1):
-        ab, a = schedule.alpha_bars[t].item(), schedule.alphas[t].item()
-        gain = math.sqrt(ab) * data.s**2 / (ab * data.s**2 + 1 - ab)  # x0_hat = c + gain x_t
-        c = data.m - gain * math.sqrt(ab) * data.m
-        if t == 1:
-            return c + gain * mean, gain * math.sqrt(var)
-        abp = schedule.alpha_bars[t - 1].item()
-        c_xt, c_x0 = math.sqrt(a) * (1 - abp) / (1 - ab), math.sqrt(abp) * (1 - a) / (1 - ab)
-        mean = c_xt * mean + c_x0 * (c + gain * mean)
-        var = (c_xt + c_x0 * gain) ** 2 * var + (1 - a) * (1 - abp) / (1 - ab)
-    raise AssertionError("unreachable")
-
-
-def test_sampling_with_the_exact_denoiser_matches_moment_propagation():
-    """Samples follow the sampler's exact output law: close to, but not exactly, the data's."""
-    data = Gaussian1D(m=1.0, s=0.5)
-    schedule = linear_schedule(100)
-    samples = D.sample(data.denoiser(schedule), schedule, 20_000, 1, generator=gen(12))
-    assert samples.shape == (20_000, 1)
-    mean, sd = sampler_output_moments(data, schedule)
-    assert samples.mean().item() == pytest.approx(mean, abs=0.01)
-    assert samples.std().item() == pytest.approx(sd, abs=0.01)
-    # Finite T: the reverse steps' variance sigma_q^2 is too small, the output too narrow;
-    # with ten times more steps the sampler's law is nearly the data's.
-    assert sd < 0.48
-    assert sampler_output_moments(data, linear_schedule(1000))[1] == pytest.approx(0.5, abs=0.005)
-
-
-def test_sample_chain_runs_from_noise_to_the_samples():
-    schedule = linear_schedule(20, 0.01, 0.5)
-    model = linear_model(0.0, 0.5)
-    chain = D.sample(model, schedule, 500, 2, generator=gen(13), return_chain=True)
-    samples = D.sample(model, schedule, 500, 2, generator=gen(13))
-    assert chain.shape == (schedule.T + 1, 500, 2)
-    torch.testing.assert_close(chain[0], samples)
-    assert chain[-1].std().item() == pytest.approx(1.0, abs=0.1)
 
 
 def test_tiny_training_run_approaches_the_bayes_error():
@@ -412,12 +333,15 @@ def test_tiny_training_run_approaches_the_bayes_error():
     schedule = linear_schedule(50)
     data = mixture.sample(4000, generator=gen(14))
     torch.manual_seed(0)
-    model = D.PreconditionedX0Predictor(
-        TimeConditionedMLP(2, hidden=64, depth=2), schedule, data_std=data.std().item()
+    model = Denoiser(
+        TimeConditionedMLP(2, hidden=64, depth=2, time_scale=50),
+        schedule.path,
+        "x0",
+        data_std=data.std().item(),
     )
     train(
         model,
-        lambda m, b: D.x0_prediction_loss(m, schedule, b[0]),
+        lambda m, b: prediction_loss(m, b[0]),
         data,
         steps=300,
         batch_size=128,
@@ -429,33 +353,17 @@ def test_tiny_training_run_approaches_the_bayes_error():
     t = torch.randint(1, schedule.T + 1, (4000,), generator=g)
     x_t = D.q_sample(schedule, x0, t, torch.randn(x0.shape, generator=g))
     with torch.no_grad():
-        model_error = (model(x_t, t) - x0).square().sum(1).mean().item()
+        model_error = (model(x_t, t.to(F64) / 50) - x0).square().sum(1).mean().item()
     bayes = mixture.denoiser(x_t.double(), schedule.alpha_bar(t, dtype=F64)) - x0.double()
     assert model_error / bayes.square().sum(1).mean().item() < 1.10
-
-
-def test_exact_denoiser_samples_are_as_close_to_the_mixture_as_fresh_data():
-    """Ancestral sampling with E[x_0 | x_t] plugged in reproduces the mixture (sliced W2)."""
-    mixture = default_mixture()
-    schedule = linear_schedule(100)
-
-    def exact(x_t, t):
-        return mixture.denoiser(x_t, schedule.alpha_bar(t))
-
-    samples = D.sample(exact, schedule, 2000, 2, generator=gen(16))
-    truth = mixture.sample(2000, generator=gen(17))
-    fresh = mixture.sample(2000, generator=gen(18))
-    model_distance = sliced_wasserstein(samples, truth, generator=gen(19))
-    floor = sliced_wasserstein(fresh, truth, generator=gen(19))
-    assert model_distance < 1.5 * floor
 
 
 # ---------------------------------------------------------------- shapes and boundaries
 def test_image_shaped_data_gives_the_same_numbers_as_flat_data():
     schedule = cosine_schedule(15)
     torch.manual_seed(0)
-    net = TimeConditionedMLP(16, hidden=16, depth=1)
-    model = D.PreconditionedX0Predictor(net, schedule, data_std=0.7)
+    net = TimeConditionedMLP(16, hidden=16, depth=1, time_scale=15)
+    model = Denoiser(net, schedule.path, "x0", data_std=0.7)
     g = gen(16)
     images = torch.randn(3, 1, 4, 4, generator=g)
     noise = torch.randn(3, 1, 4, 4, generator=g)
@@ -468,17 +376,20 @@ def test_image_shaped_data_gives_the_same_numbers_as_flat_data():
     m_flat, v_flat = D.posterior_mean_variance(schedule, flat_noise, flat, t)
     torch.testing.assert_close(m_img.flatten(1), m_flat)
     torch.testing.assert_close(v_img, v_flat)
-    torch.testing.assert_close(model(images, t).flatten(1), model(flat, t))
+    times = t.to(F64) / 15
+    torch.testing.assert_close(model(images, times).flatten(1), model(flat, times))
     img_terms = D.elbo_terms(model, schedule, images, generator=gen(17))
     flat_terms = D.elbo_terms(model, schedule, flat, generator=gen(17))
     torch.testing.assert_close(img_terms.elbo, flat_terms.elbo)
     assert img_terms.dim == 16
     for weighting in ("simple", "elbo"):
         torch.testing.assert_close(
-            D.x0_prediction_loss(model, schedule, images, weighting=weighting, t=t, noise=noise),
-            D.x0_prediction_loss(model, schedule, flat, weighting=weighting, t=t, noise=flat_noise),
+            prediction_loss(model, images, weighting=weighting, t=times, noise=noise),
+            prediction_loss(model, flat, weighting=weighting, t=times, noise=flat_noise),
         )
-    assert D.sample(model, schedule, 2, (1, 4, 4), generator=g).shape == (2, 1, 4, 4)
+    path = schedule.path
+    out = samplers.ancestral(model, path, path.grid(), torch.randn(2, 1, 4, 4, generator=g), g)
+    assert out.shape == (2, 1, 4, 4)
 
 
 @pytest.mark.parametrize("make", [linear_schedule, cosine_schedule], ids=["linear", "cosine"])
@@ -487,26 +398,24 @@ def test_no_nan_or_infinity_at_the_first_and_last_step(make, T):
     schedule = make(T)
     x0 = torch.randn(4, 2)
     noise = torch.randn(4, 2)
-    model = D.PreconditionedX0Predictor(TimeConditionedMLP(2, hidden=8, depth=1), schedule, 1.0)
+    model = Denoiser(
+        TimeConditionedMLP(2, hidden=8, depth=1, time_scale=T), schedule.path, "x0", data_std=1.0
+    )
     for t in (1, 2, T):
         x_t = D.q_sample(schedule, x0, t, noise)
         mean, variance = D.posterior_mean_variance(schedule, x_t, x0, t)
-        values = [
-            x_t,
-            mean,
-            variance,
-            D.x0_loss_weight(schedule, t),
-            model(x_t, torch.full((4,), t)),
-        ]
-        values += list(D.reverse_mean_variance(model, schedule, x_t, t))
+        values = [x_t, mean, variance, D.x0_loss_weight(schedule, t), model(x_t, t / T)]
         if t > 1:
             values.append(D.denoising_matching_term(model, schedule, x0, t, noise))
         assert all(torch.isfinite(v).all() for v in values), t
     for weighting in ("simple", "elbo"):
-        assert torch.isfinite(D.x0_prediction_loss(model, schedule, x0, weighting=weighting))
+        assert torch.isfinite(prediction_loss(model, x0, weighting=weighting))
     assert torch.isfinite(D.prior_matching_term(schedule, x0)).all()
     assert torch.isfinite(D.reconstruction_term(model, schedule, x0, noise)).all()
-    assert torch.isfinite(D.sample(model, schedule, 3, 2, generator=gen(0))).all()
+    path = schedule.path
+    with torch.no_grad():
+        out = samplers.ancestral(model, path, path.grid(), torch.randn(3, 2), gen(0))
+    assert torch.isfinite(out).all()
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -528,27 +437,22 @@ def test_bad_inputs_raise_errors_naming_the_argument():
         D.q_sample(schedule, x0, 1.0, noise)
     with pytest.raises(ValueError, match="noise"):
         D.q_sample(schedule, x0, 1, torch.randn(4, 3))
+    with pytest.raises(TypeError, match="x0 and noise must have the same dtype"):
+        D.q_sample(schedule, x0, 1, noise.double())
+    with pytest.raises(ValueError, match="x0 must be finite"):
+        D.q_sample(schedule, torch.full((4, 2), float("nan")), 1, noise)
     with pytest.raises(ValueError, match="x0"):
         D.q_sample(schedule, torch.randn(4), 1, torch.randn(4))
     with pytest.raises(ValueError, match="x0"):
         D.posterior_mean_variance(schedule, x0, torch.randn(4, 3), 2)
     with pytest.raises(ValueError, match="t must lie in 2..T"):
         D.denoising_matching_term(model, schedule, x0, 1, noise)
-    with pytest.raises(ValueError, match="weighting"):
-        D.x0_prediction_loss(model, schedule, x0, weighting="snr")
-    with pytest.raises(ValueError, match="weighting"):
-        D.x0_prediction_loss(model, schedule, x0, weighting=lambda t: torch.ones(2))
-    with pytest.raises(TypeError, match="alpha_bar"):
-        D.PreconditionedX0Predictor(TimeConditionedMLP(2), 0.5, data_std=1.0)
-    with pytest.raises(ValueError, match="model must return"):
-        D.x0_prediction_loss(lambda x, t: x[:, :1], schedule, x0)
-    with pytest.raises(TypeError, match="model must be callable"):
+    with pytest.raises(ValueError, match="denoiser must return"):
+        D.reconstruction_term(lambda x, t: x[:, :1], schedule, x0, noise)
+    with pytest.raises(TypeError, match="denoiser must be callable"):
         D.reconstruction_term("model", schedule, x0, noise)
-    with pytest.raises(ValueError, match="n must be at least 1"):
-        D.sample(model, schedule, 0, 2)
-    with pytest.raises(ValueError, match="dim"):
-        D.sample(model, schedule, 2, (2, 0))
-    with pytest.raises(ValueError, match="data_std"):
-        D.PreconditionedX0Predictor(TimeConditionedMLP(2), schedule, data_std=-1.0)
+    with pytest.raises(ValueError, match="denoiser was built on"):
+        D.elbo_terms(Denoiser(model, linear_schedule(20, 0.01, 0.2).path, "x0"), schedule, x0)
     with pytest.raises(TypeError, match="schedule"):
         D.decoder_variance(None)
+    assert torch.equal(D.q_sample(schedule, x0, np.int64(0), noise), x0)  # NumPy ints are steps

@@ -224,3 +224,16 @@ def test_device_mismatch_names_the_argument():
 def test_bad_generator_names_the_argument():
     with pytest.raises(TypeError, match="generator"):
         sample_diag_gaussian(torch.zeros(2), torch.zeros(2), generator=0)
+
+
+def test_non_finite_arguments_are_named():
+    mean, log_var = torch.zeros(2, 3), torch.zeros(2, 3)
+    bad = torch.tensor([[0.0, float("inf"), 0.0], [0.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="log_var must be finite"):
+        kl_to_standard_normal(mean, bad)
+    with pytest.raises(ValueError, match="mean must be finite"):
+        kl_to_standard_normal(bad * float("nan"), log_var)
+    with pytest.raises(ValueError, match="x must be finite"):
+        diag_gaussian_log_prob(bad, mean, log_var)
+    with pytest.raises(ValueError, match="log_var_p must be finite"):
+        kl_diag_gaussians(mean, log_var, mean, bad)

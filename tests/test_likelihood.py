@@ -133,7 +133,7 @@ def test_bad_input_names_the_argument() -> None:
         call(divergence="approximate")
     with pytest.raises(ValueError, match="t_start must be below t_end"):
         call(t_start=1.0, t_end=0.5)
-    with pytest.raises(ValueError, match="x must hold finite values"):
+    with pytest.raises(ValueError, match="x must be finite"):
         ode_log_likelihood(
             velocity, torch.full((2, 2), math.nan), standard_normal_log_prob, t_start=0, t_end=1
         )

@@ -170,5 +170,15 @@ def test_wasserstein2_of_a_translation_and_unequal_sizes() -> None:
 def test_wasserstein2_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="y must have the same dimension as x"):
         metrics.wasserstein2(torch.zeros(3, 2), torch.zeros(3, 3))
-    with pytest.raises(ValueError, match="x must hold finite values"):
+    with pytest.raises(ValueError, match="x must be finite"):
         metrics.wasserstein2(torch.full((3, 2), math.nan), torch.zeros(3, 2))
+
+
+def test_non_finite_points_are_named():
+    x = torch.randn(10, 2)
+    with pytest.raises(ValueError, match="y must be finite"):
+        sliced_wasserstein(x, torch.full((10, 2), float("nan")))
+    with pytest.raises(ValueError, match="x must be finite"):
+        sliced_wasserstein(x * float("inf"), x)
+    with pytest.raises(ValueError, match="samples must be finite"):
+        mode_coverage(torch.full((3, 2), float("nan")), torch.zeros(2, 2), 0.1)

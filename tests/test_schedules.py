@@ -68,7 +68,7 @@ def test_snr_log_snr_and_sigma_are_consistent(schedule):
     np.testing.assert_allclose(
         schedule.log_snr(t, dtype=torch.float64).numpy(), np.log(snr), rtol=1e-12, atol=1e-12
     )
-    sigma = schedule.sigma(torch.arange(0, schedule.T + 1), dtype=torch.float64).numpy()
+    sigma = schedule.noise_std(torch.arange(0, schedule.T + 1), dtype=torch.float64).numpy()
     np.testing.assert_allclose(sigma**2 + schedule.alpha_bars.numpy(), 1.0, rtol=0, atol=1e-15)
 
 
@@ -77,7 +77,7 @@ def test_everything_is_finite_and_monotone(schedule):
     for method in (
         schedule.alpha,
         schedule.alpha_bar,
-        schedule.sigma,
+        schedule.noise_std,
         schedule.snr,
         schedule.log_snr,
     ):
@@ -92,7 +92,7 @@ def test_everything_is_finite_and_monotone(schedule):
 
 def test_alpha_bar_of_zero_is_one_and_python_ints_work(schedule):
     assert schedule.alpha_bar(0).item() == 1.0
-    assert schedule.sigma(0).item() == 0.0
+    assert schedule.noise_std(0).item() == 0.0
     assert schedule.alpha_bar(schedule.T).shape == ()
     assert schedule.alpha(1, dtype=torch.float64).item() == 1.0 - schedule.betas[1].item()
 
@@ -211,7 +211,33 @@ def test_alpha_bar_range_includes_zero():
     with pytest.raises(ValueError, match=r"t must lie in 0\.\.T = 0\.\.10"):
         schedule.alpha_bar(torch.tensor([-1]))
     with pytest.raises(ValueError, match=r"t must lie in 0\.\.T = 0\.\.10"):
-        schedule.sigma(11)
+        schedule.noise_std(11)
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.bool, torch.int32, "float32", None])
+def test_a_non_floating_dtype_is_refused(dtype):
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch dtype"):
+        linear_schedule(10, 0.1, 0.2).alpha_bar(5, dtype=dtype)
+
+
+def test_numpy_integers_are_steps():
+    schedule = linear_schedule(10, 0.1, 0.2)
+    assert schedule.alpha_bar(np.int64(5)).item() == schedule.alpha_bar(5).item()
+
+
+def test_the_path_is_the_schedule_on_the_time_axis():
+    schedule = cosine_schedule(30)
+    steps = torch.arange(0, 31)
+    torch.testing.assert_close(
+        schedule.path.alpha_bar(steps.double() / 30), schedule.alpha_bar(steps, dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        schedule.path.s(steps[1:].double() / 30), schedule.noise_std(steps[1:], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        schedule.path.log_snr(steps[1:].double() / 30),
+        schedule.log_snr(steps[1:], dtype=torch.float64),
+    )
 
 
 @pytest.mark.parametrize("t", [1.0, torch.tensor([1.0]), True, torch.tensor([True])])
@@ -234,6 +260,8 @@ def test_schedule_constructor_arguments_are_checked():
         linear_schedule(10)  # default beta_end = 100 * 0.02 = 2
     with pytest.raises(ValueError, match="beta_start"):
         linear_schedule(10, 0.0, 0.5)
+    with pytest.raises(TypeError, match="beta_start must be a real number"):
+        linear_schedule(10, "0.1", 0.5)
     with pytest.raises(ValueError, match="s must be a positive"):
         cosine_schedule(10, s=0.0)
     with pytest.raises(ValueError, match="max_beta"):

@@ -1,9 +1,9 @@
-"""Tests for udm.score against closed forms: Gaussian data, exact mixture scores, exact flows.
+"""Tests for udm.score against closed forms: Gaussian data and exact mixture scores.
 
-For data N(m, s^2 I) every noised score is linear in x, so each sampler is a linear
+For data N(m, s^2 I) every noised score is linear in x, so each Langevin chain is a linear
 recursion whose mean and variance can be iterated exactly (independently of the sampler's
-code), and the probability-flow ODE has an exact solution: the affine map that carries one
-Gaussian marginal to the next. Tolerances are stated with each test.
+code). The reverse-SDE, probability-flow and DDIM samplers are tested in test_samplers.py.
+Tolerances are stated with each test.
 """
 
 from __future__ import annotations
@@ -11,15 +11,11 @@ from __future__ import annotations
 import math
 
 import pytest
-import scipy.integrate
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import nn
 
-from udm import diffusion
 from udm import score as S
-from udm.toy import GaussianMixture, default_mixture, two_mode_mixture
+from udm.toy import default_mixture, two_mode_mixture
 
 F64 = torch.float64
 MEAN = torch.tensor([1.0, -2.0], dtype=F64)  # the single Gaussian N(MEAN, STD^2 I)
@@ -33,32 +29,6 @@ def gen(seed: int) -> torch.Generator:
 def gaussian_ve_score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Score of N(MEAN, (STD^2 + sigma^2) I), the data plus N(0, sigma^2 I) noise."""
     return -(x - MEAN) / (STD**2 + sigma[:, None] ** 2)
-
-
-def vp_marginal(sde: S.VPSDE, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (B, 2) and variance (B, 1) of x_t = sqrt(ab) x_0 + sqrt(1 - ab) eps, x_0 ~ data."""
-    ab = sde.alpha_bar(t)[:, None]
-    return ab.sqrt() * MEAN, ab * STD**2 + 1.0 - ab
-
-
-def gaussian_vp_score(sde: S.VPSDE):
-    def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        mean, var = vp_marginal(sde, t)
-        return -(x - mean) / var
-
-    return score_fn
-
-
-def exact_flow(sde: S.VPSDE, x_init: torch.Tensor, t_min: float) -> torch.Tensor:
-    """The probability-flow ODE's exact solution from t = 1 to t_min for Gaussian data.
-
-    In one dimension the flow is a monotone map carrying N(mu_1, v_1) to N(mu_t, v_t); the
-    only such affine map is x -> mu_t + sqrt(v_t / v_1) (x - mu_1), and the isotropic 2-D
-    case is that map in each coordinate.
-    """
-    mean_1, var_1 = vp_marginal(sde, torch.ones(1, dtype=F64))
-    mean_t, var_t = vp_marginal(sde, torch.full((1,), t_min, dtype=F64))
-    return mean_t + (var_t / var_1).sqrt() * (x_init - mean_1)
 
 
 def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,63 +120,28 @@ def test_ve_noised_mixture_matches_a_monte_carlo_convolution():
 
 # ---------------------------------------------------------------------- score models
 class OracleNoise(nn.Module):
-    """A 'network' that outputs the exact noise prediction for Gaussian data, VE or VP."""
+    """A 'network' that outputs the exact noise prediction for Gaussian data under VE noise."""
 
-    def __init__(self, kind: str, sde: S.VPSDE | None = None, data_std: float = 1.0) -> None:
+    def __init__(self, data_std: float = 1.0) -> None:
         super().__init__()
-        self.kind, self.sde, self.data_std = kind, sde, data_std
+        self.data_std = data_std
 
     def forward(self, x_in: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        if (
-            self.kind == "ve"
-        ):  # input c_in x with c_in = 1 / sqrt(sigma^2 + data_std^2), c = log sigma
-            sigma = c.double().exp()[:, None]
-            x = x_in * (sigma**2 + self.data_std**2).sqrt()
-            return sigma * (x - MEAN) / (STD**2 + sigma**2)  # E[z | x] = -sigma * score
-        mean, var = vp_marginal(self.sde, c.double())
-        sigma = self.sde.sigma(c.double())[:, None]
-        return sigma * (x_in - mean) / var
+        # input c_in x with c_in = 1 / sqrt(sigma^2 + data_std^2), c = log sigma
+        sigma = c.double().exp()[:, None]
+        x = x_in * (sigma**2 + self.data_std**2).sqrt()
+        return sigma * (x - MEAN) / (STD**2 + sigma**2)  # E[z | x] = -sigma * score
 
 
 def test_noise_conditional_score_net_turns_the_exact_noise_into_the_exact_score():
-    model = S.NoiseConditionalScoreNet(OracleNoise("ve", data_std=1.3), data_std=1.3)
+    model = S.NoiseConditionalScoreNet(OracleNoise(data_std=1.3), data_std=1.3)
     g = gen(3)
     x = 3 * torch.randn(64, 2, generator=g, dtype=F64)
     sigma = torch.exp(torch.empty(64, dtype=F64).uniform_(-4, 2, generator=g))
     assert torch.allclose(model(x, sigma), gaussian_ve_score(x, sigma), atol=1e-10)
-
-
-def test_vp_score_model_gives_the_exact_score_and_posterior_mean():
-    sde = S.VPSDE()
-    model = S.VPScoreModel(OracleNoise("vp", sde=sde), sde)
-    g = gen(4)
-    x = 2 * torch.randn(64, 2, generator=g, dtype=F64)
-    t = torch.empty(64, dtype=F64).uniform_(1e-3, 1.0, generator=g)
-    assert torch.allclose(model(x, t), gaussian_vp_score(sde)(x, t), atol=1e-9)
-    data = GaussianMixture(MEAN[None], (STD**2 * torch.eye(2, dtype=F64))[None], [1.0])
-    assert torch.allclose(model.x0(x, t), data.denoiser(x, sde.alpha_bar(t)), atol=1e-8)
-
-
-# ----------------------------------------------------------------------------- VP SDE
-def test_vp_sde_alpha_bar_is_exp_of_minus_the_integrated_rate():
-    sde = S.VPSDE(beta_min=0.3, beta_max=12.0)
-    for t in (0.0, 0.01, 0.37, 1.0):
-        integral, _ = scipy.integrate.quad(
-            lambda u: sde.beta(torch.tensor(u, dtype=F64)).item(), 0.0, t
-        )
-        time = torch.tensor(t, dtype=F64)
-        assert sde.alpha_bar(time).item() == pytest.approx(math.exp(-integral), rel=1e-9)
-        assert sde.sigma(time).item() ** 2 == pytest.approx(
-            1 - math.exp(-integral), rel=1e-9, abs=1e-15
-        )
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.floats(min_value=1e-3, max_value=1.0))
-def test_t_from_sigma_inverts_sigma(t):
-    sde = S.VPSDE()
-    sigma = sde.sigma(torch.tensor([t], dtype=F64))
-    assert sde.t_from_sigma(sigma).item() == pytest.approx(t, rel=1e-7, abs=1e-9)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="sigma must be positive and finite"):
+            model(x, torch.full((64,), bad, dtype=F64))
 
 
 # ------------------------------------------------------------------------- samplers
@@ -245,88 +180,9 @@ def test_annealed_langevin_matches_the_exact_moment_recursion():
     assert var == pytest.approx(STD**2, rel=0.2)  # and even 5 steps a level come near the data
 
 
-def recursion_reverse_sde(sde, n_steps, t_min):
-    """Mean and variance after Euler-Maruyama on the reverse SDE, iterated exactly."""
-    times = S.time_grid(n_steps, t_min)
-    mean, var = torch.zeros(2, dtype=F64), 1.0
-    for t, t_next in zip(times[:-1].tolist(), times[1:].tolist(), strict=True):
-        h, beta = t - t_next, sde.beta(torch.tensor(t)).item()
-        m_t, v_t = vp_marginal(sde, torch.tensor([t], dtype=F64))
-        a = 1 + h * beta * (0.5 - 1 / v_t.item())  # x' = a x + b + sqrt(beta h) z
-        b = h * beta * m_t[0] / v_t.item()
-        mean, var = a * mean + b, a**2 * var + beta * h
-    return mean, var
-
-
-def test_reverse_sde_matches_its_recursion_and_the_data():
-    sde, n, t_min = S.VPSDE(), 40_000, 1e-3
-    x_init = torch.randn(n, 2, generator=gen(10), dtype=F64)
-    out = S.reverse_sde_sample(gaussian_vp_score(sde), sde, x_init, 400, gen(11), t_min=t_min)
-    mean, var = recursion_reverse_sde(sde, 400, t_min)
-    assert_moments(out, mean, var)
-    true_mean, true_var = vp_marginal(sde, torch.tensor([t_min], dtype=F64))
-    assert_moments(out, true_mean[0], true_var.item(), extra_rel=0.03)  # discretisation bias
-
-
-def flow_error(sampler, n_steps):
-    sde, t_min = S.VPSDE(), 1e-3
-    x_init = torch.randn(256, 2, generator=gen(12), dtype=F64)
-    out = sampler(gaussian_vp_score(sde), sde, x_init, n_steps, t_min=t_min)
-    return (out - exact_flow(sde, x_init, t_min)).abs().max().item()
-
-
-def test_probability_flow_heun_follows_the_exact_flow_with_second_order():
-    errors = [flow_error(S.probability_flow_sample, n) for n in (25, 50, 100)]
-    assert errors[-1] < 2e-3
-    for coarse, fine in zip(errors[:-1], errors[1:], strict=True):
-        assert 3.0 < coarse / fine < 5.0, errors  # halving h divides the error by 2^2
-
-
-def test_ddim_follows_the_exact_flow_with_first_order():
-    errors = [flow_error(S.ddim_sample, n) for n in (50, 100, 200)]
-    assert errors[-1] < 4e-2
-    for coarse, fine in zip(errors[:-1], errors[1:], strict=True):
-        assert 1.6 < coarse / fine < 2.5, errors  # halving h halves the error
-
-
-def test_ddim_is_exact_in_one_step_for_a_point_mass():
-    """For data at a single point m, eps_hat is constant along the flow: one DDIM step is exact."""
-    sde, t_min = S.VPSDE(), 1e-3
-
-    def score_fn(x, t):
-        ab = sde.alpha_bar(t)[:, None]
-        return -(x - ab.sqrt() * MEAN) / (1 - ab)
-
-    x_init = torch.randn(16, 2, generator=gen(13), dtype=F64)
-    out = S.ddim_sample(score_fn, sde, x_init, 1, t_min=t_min)
-    ab_1, ab_min = (sde.alpha_bar(torch.tensor(t, dtype=F64)).item() for t in (1.0, t_min))
-    eps = (x_init - math.sqrt(ab_1) * MEAN) / math.sqrt(1 - ab_1)
-    assert torch.allclose(out, math.sqrt(ab_min) * MEAN + math.sqrt(1 - ab_min) * eps, atol=1e-12)
-
-
-def test_ancestral_model_runs_udm_diffusion_sample_on_a_score():
-    sde, t_min, n = S.VPSDE(), 1e-3, 40_000
-    model, schedule = S.ancestral_model(gaussian_vp_score(sde), sde, 200, t_min=t_min)
-    times = torch.linspace(t_min, 1.0, 200, dtype=F64)
-    assert torch.allclose(schedule.alpha_bars[1:], sde.alpha_bar(times), rtol=1e-12)
-    # Tweedie through the score is the exact posterior mean of the mixture at that noise level.
-    mixture, x = default_mixture(), torch.randn(32, 2, generator=gen(14), dtype=F64)
-    mixture_model, _ = S.ancestral_model(
-        lambda y, t: mixture.noised(sde.alpha_bar(t[:1]).item()).score(y), sde, 200, t_min=t_min
-    )
-    steps = torch.full((32,), 37, dtype=torch.long)
-    expected = mixture.denoiser(x, schedule.alpha_bars[37].item())
-    assert torch.allclose(mixture_model(x, steps), expected, atol=1e-10)
-    out = diffusion.sample(
-        lambda y, t: model(y.double(), t).float(), schedule, n, 2, generator=gen(15)
-    ).double()
-    # The last step returns E[x_0 | x_1], whose variance is a shade below STD^2.
-    assert_moments(out, MEAN, STD**2, extra_rel=0.03)
-
-
 # ----------------------------------------------------------------------- bad input
 def test_samplers_reject_bad_step_counts_and_step_sizes():
-    x, sde = torch.zeros(4, 2), S.VPSDE()
+    x = torch.zeros(4, 2)
     sigmas = S.geometric_sigmas(1.0, 0.1, 3)
     with pytest.raises(ValueError, match="n_steps"):
         S.langevin(lambda y: -y, x, 0.1, 0)
@@ -341,34 +197,22 @@ def test_samplers_reject_bad_step_counts_and_step_sizes():
         S.annealed_langevin(lambda y, s: -y, sigmas, x, 0.05, 10)
     with pytest.raises(ValueError, match="steps_per_level"):
         S.annealed_langevin(lambda y, s: -y, sigmas, x, 0.001, 0)
-    for sampler in (S.probability_flow_sample, S.ddim_sample):
-        with pytest.raises(ValueError, match="n_steps"):
-            sampler(lambda y, t: -y, sde, x, 0)
-        with pytest.raises(TypeError, match="n_steps"):
-            sampler(lambda y, t: -y, sde, x, True)
-    with pytest.raises(ValueError, match="n_steps"):
-        S.reverse_sde_sample(lambda y, t: -y, sde, x, -3)
-    with pytest.raises(ValueError, match="n_steps"):
-        S.ancestral_model(lambda y, t: -y, sde, 0)
-    for t_min in (0.0, 1.0, -0.5):
-        with pytest.raises(ValueError, match="t_min"):
-            S.ddim_sample(lambda y, t: -y, sde, x, 10, t_min=t_min)
 
 
 def test_other_bad_inputs_name_the_argument():
-    x, sde = torch.zeros(4, 2), S.VPSDE()
+    x = torch.zeros(4, 2)
     with pytest.raises(ValueError, match="sigmas"):
         S.annealed_langevin(lambda y, s: -y, torch.tensor([0.1, 0.5]), x, 0.001, 1)
     with pytest.raises(ValueError, match="sigmas"):
         S.annealed_langevin(lambda y, s: -y, torch.tensor([0.5, -0.1]), x, 0.001, 1)
     with pytest.raises(ValueError, match="x_init"):
         S.langevin(lambda y: -y, torch.zeros(4), 0.1, 1)
+    with pytest.raises(ValueError, match="x_init must be finite"):
+        S.langevin(lambda y: -y, torch.full((4, 2), float("nan")), 0.1, 1)
+    with pytest.raises(TypeError, match="score_fn"):
+        S.langevin(None, x, 0.1, 5)
     with pytest.raises(ValueError, match="score_fn"):
         S.langevin(lambda y: y[:, :1], x, 0.1, 1)
-    with pytest.raises(TypeError, match="score_fn"):
-        S.reverse_sde_sample(None, sde, x, 5)
-    with pytest.raises(TypeError, match="sde"):
-        S.probability_flow_sample(lambda y, t: -y, "vp", x, 5)
     with pytest.raises(ValueError, match="sigma"):
         S.dsm_loss(lambda y, s: -y, x, torch.ones(3))
     with pytest.raises(ValueError, match="sigma"):
@@ -379,9 +223,5 @@ def test_other_bad_inputs_name_the_argument():
         S.geometric_sigmas(1.0, 0.1, 1)
     with pytest.raises(ValueError, match="sigma_min"):
         S.geometric_sigmas(1.0, -0.1, 4)
-    with pytest.raises(ValueError, match="beta_min"):
-        S.VPSDE(beta_min=5.0, beta_max=1.0)
-    with pytest.raises(ValueError, match="sigma"):
-        sde.t_from_sigma(torch.tensor([1.5]))
     with pytest.raises(ValueError, match="sigma"):
         S.ve_noised(two_mode_mixture(), 0.0)

@@ -429,3 +429,57 @@ def test_other_bad_arguments_are_named():
             sampler(10, noise=-0.1)
     with pytest.raises(ValueError, match="split"):
         load_digits_data("validation")
+
+
+# ---------------------------------------------------------- any path (a, s)
+@pytest.mark.parametrize(("a", "s"), [(1.0, 0.3), (0.4, 1.2), (0.0, 1.0), (2.0, 0.5)])
+def test_posterior_mean_on_any_path_matches_importance_sampling(a, s):
+    """E[x0 | a x0 + s eps = x_t] by self-normalised importance sampling from the prior."""
+    mixture = default_mixture()
+    g = torch.Generator().manual_seed(40)
+    x_t = a * mixture.sample(5, g, dtype=F64) + s * torch.randn(5, 2, generator=g, dtype=F64)
+    x0 = mixture.sample(400_000, g, dtype=F64)
+    w = torch.softmax(-((x_t[:, None, :] - a * x0[None]) ** 2).sum(-1) / (2 * s**2), dim=1)
+    estimate = w @ x0
+    se = (torch.einsum("bm,bmd->bd", w**2, (x0[None] - estimate[:, None]) ** 2)).sqrt()
+    error = (mixture.posterior_mean(x_t, a, s) - estimate).abs()
+    assert (error < 5 * se + 1e-3).all(), (error, se)
+    if a > 0:  # the VP form is the special case a = sqrt(alpha_bar), s = sqrt(1 - alpha_bar)
+        ab = a * a / (a * a + s * s)
+        torch.testing.assert_close(
+            mixture.denoiser(x_t * math.sqrt(ab) / a, ab), mixture.posterior_mean(x_t, a, s)
+        )
+
+
+def test_marginal_is_the_law_of_a_x0_plus_s_eps():
+    mixture = default_mixture()
+    g = torch.Generator().manual_seed(41)
+    y = 0.7 * mixture.sample(200_000, g, dtype=F64) + 1.3 * torch.randn(
+        200_000, 2, generator=g, dtype=F64
+    )
+    marginal = mixture.marginal(0.7, 1.3)
+    mean, cov = mixture_moments(marginal)
+    torch.testing.assert_close(y.mean(0), mean, rtol=0, atol=0.02)
+    torch.testing.assert_close(torch.cov(y.T), cov, rtol=0, atol=0.03)
+    torch.testing.assert_close(mixture.noised(0.36).means, mixture.marginal(0.6, 0.8).means)
+
+
+def test_numpy_lists_and_non_finite_points():
+    import warnings
+
+    covariances = [np.eye(2) * 0.5, np.eye(2) * 0.2]  # a list of NumPy arrays
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "extremely slow" UserWarning would fail here
+        mixture = GaussianMixture([np.zeros(2), np.ones(2)], covariances, [0.5, 0.5])
+    assert mixture.covariances.shape == (2, 2, 2)
+    for method in (mixture.log_prob, mixture.score, mixture.responsibilities):
+        with pytest.raises(ValueError, match="x must be finite"):
+            method(torch.tensor([[0.0, float("nan")]], dtype=F64))
+    with pytest.raises(ValueError, match="x_t must be finite"):
+        mixture.denoiser(torch.tensor([[float("inf"), 0.0]]), 0.5)
+    with pytest.raises(ValueError, match="a and s must not both be 0"):
+        mixture.posterior_mean(torch.zeros(1, 2), 0.0, 0.0)
+    with pytest.raises(ValueError, match="s must be finite and >= 0"):
+        mixture.posterior_mean(torch.zeros(1, 2), 1.0, -0.5)
+    with pytest.raises(TypeError, match="means must be an array of numbers"):
+        GaussianMixture([["a", "b"]], covariances[:1], [1.0])

@@ -284,3 +284,33 @@ def test_load_checkpoint_rejects_other_files(tmp_path):
     torch.save(torch.zeros(3), path)
     with pytest.raises(ValueError, match="not a udm checkpoint"):
         load_checkpoint(path, nn.Linear(1, 1))
+
+
+def test_load_checkpoint_names_files_that_are_not_checkpoints(tmp_path):
+    """Empty, text, truncated and wrong-structure files: 'not a udm checkpoint' and why."""
+    model = nn.Linear(1, 1)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="not a udm checkpoint: the file is empty"):
+        load_checkpoint(empty, model)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, these are notes\n")
+    with pytest.raises(ValueError, match="not a udm checkpoint: save_checkpoint writes"):
+        load_checkpoint(text, model)
+    whole = tmp_path / "whole.pt"
+    save_checkpoint(whole, model, steps=3)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])
+    with pytest.raises(ValueError, match="not a udm checkpoint: torch could not read it"):
+        load_checkpoint(truncated, model)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"state_dict": [1, 2], "metadata": {}}, wrong)
+    with pytest.raises(ValueError, match="not a udm checkpoint: 'state_dict' must map"):
+        load_checkpoint(wrong, model)
+    torch.save({"state_dict": model.state_dict(), "metadata": [1]}, wrong)
+    with pytest.raises(ValueError, match="not a udm checkpoint: 'metadata' must be a dict"):
+        load_checkpoint(wrong, model)
+    torch.save({"weights": model.state_dict()}, wrong)
+    with pytest.raises(ValueError, match="not a udm checkpoint: expected a dict"):
+        load_checkpoint(wrong, model)
+    assert load_checkpoint(whole, model) == {"steps": 3}

@@ -1,5 +1,6 @@
 """The argument checks every udm module relies on."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,3 +52,21 @@ def test_per_example_broadcasts_along_the_batch_only(shape: tuple[int, ...]) -> 
         assert torch.all(scaled[i] == coef[i].item())
     with pytest.raises(ValueError, match="coef must have shape"):
         per_example(torch.ones(2), x)
+
+
+def test_finite_real_and_dtype_checks() -> None:
+    from udm.validate import check_finite, check_floating_dtype, check_real, check_same_dtype
+
+    with pytest.raises(
+        ValueError, match=r"x0 must be finite, got 2 of 3 values that are inf / nan"
+    ):
+        check_finite("x0", torch.tensor([1.0, float("inf"), float("nan")]))
+    with pytest.raises(TypeError, match="beta_start must be a real number, got str"):
+        check_real("beta_start", "0.1")
+    with pytest.raises(TypeError, match="flag must be a real number"):
+        check_real("flag", True)
+    assert check_real("beta", np.float32(0.5)) == 0.5
+    with pytest.raises(TypeError, match="a and b must have the same dtype"):
+        check_same_dtype("a", torch.zeros(1), "b", torch.zeros(1, dtype=torch.float64))
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch dtype"):
+        check_floating_dtype("dtype", torch.long)

@@ -16,12 +16,16 @@ One module per idea, each read next to the chapter that introduces it:
 ``udm.autoencoder``         the deterministic autoencoder (Ch. 1)
 ``udm.vae``                 VAE, conditional VAE, hierarchical VAE, IWAE bound (Ch. 3, 5)
 ``udm.gan``                 generator, discriminator, adversarial training (Ch. 4)
+``udm.paths``               noising paths x_t = a(t) x_0 + s(t) eps on one time axis; t,
+                            log-SNR and sigma; VP (discrete, continuous), VE, EDM, straight line
 ``udm.schedules``           discrete noise schedules (alpha_t, alpha_bar_t, SNR) (Ch. 6)
 ``udm.learned_schedule``    a monotone network for a learned noise schedule (Ch. 6)
-``udm.diffusion``           forward process, posterior, ELBO terms, ancestral sampling (Ch. 6)
-``udm.parameterizations``   x_0, noise, score and v predictions; one denoiser interface (Ch. 7)
-``udm.score``               score matching, Langevin, SDE/ODE and DDIM samplers (Ch. 8)
-``udm.guidance``            classifier and classifier-free guidance (Ch. 9)
+``udm.diffusion``           forward steps, posterior, ELBO terms of the discrete chain (Ch. 6)
+``udm.parameterizations``   x_0, noise, score, v, velocity; the Denoiser and its loss (Ch. 7)
+``udm.samplers``            ancestral, DDIM, Euler, Heun, Euler-Maruyama, predictor-corrector,
+                            EDM; grids (Ch. 6-9)
+``udm.score``               score matching, Langevin and annealed Langevin (Ch. 8)
+``udm.guidance``            classifier and classifier-free guidance as denoisers (Ch. 9)
 ``udm.likelihood``          exact log-likelihoods of ODE flows (Ch. 10)
 ``udm.conventions``         other papers' and libraries' schedule conventions (appendix)
 ==========================  ========================================================

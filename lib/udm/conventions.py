@@ -5,16 +5,18 @@ with integer steps t = 1..T (Luo's notation, :mod:`udm.schedules`). The same num
 
 - **DDPM**: ``beta_t = 1 - alpha_t``, ``alpha_bar_t``: the same symbols, the same step index;
 - **score SDE, VP**: a rate ``beta(s)`` on continuous time s in [0, 1], with
-  ``alpha_bar(s) = exp(-int_0^s beta(u) du)``; the linear rate
-  ``beta(s) = beta_min + s (beta_max - beta_min)`` discretised at T steps has
+  ``alpha_bar(s) = exp(-int_0^s beta(u) du)`` (:class:`udm.paths.ContinuousVP`); the linear
+  rate ``beta(s) = beta_min + s (beta_max - beta_min)`` discretised at T steps has
   ``beta_t = beta(s) / T``;
 - **EDM / VE**: ``x = s (x_0 + sigma eps)`` with ``s = sqrt(alpha_bar)`` and
   ``sigma = sqrt((1 - alpha_bar) / alpha_bar) = 1 / sqrt(SNR)`` (VE: s = 1);
 - **diffusers**: 0-indexed tables, ``alphas_cumprod[i] = alpha_bar_{i+1}``, a
-  ``prediction_type`` naming what the network outputs, and a ``timestep_spacing``
+  ``prediction_type`` naming what the network outputs (translated once, in
+  :data:`udm.parameterizations.DIFFUSERS_PREDICTION_TYPES`), and a ``timestep_spacing``
   choosing which steps a short sampler visits.
 
 Every function here converts one of these; the appendix "Notation crosswalk" checks each.
+The VP relations themselves (alpha_bar, log-SNR, sigma) are :mod:`udm.paths`'.
 """
 
 from __future__ import annotations
@@ -23,30 +25,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from udm import parameterizations
-from udm.schedules import NoiseSchedule, linear_schedule
+from udm.paths import vp_log_alpha_bar, vp_sigma
+from udm.schedules import NoiseSchedule, check_schedule, linear_schedule
 from udm.validate import (
     check_int_at_least,
     check_positive,
     check_tensor,
 )
 
-#: diffusers' names for what a network predicts: the noise, the clean sample, or v.
-PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "sample", "v_prediction")
-
 #: diffusers' rules for spreading a sampler's steps over the training steps.
 TIMESTEP_SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing")
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_schedule(schedule: object) -> NoiseSchedule:
-    if not isinstance(schedule, NoiseSchedule):
-        raise TypeError(
-            f"schedule must be a udm.schedules.NoiseSchedule, got {type(schedule).__name__}"
-        )
-    return schedule
-
-
 def _check_in_range(
     name: str, x: Tensor, low: float, high: float, *, low_open: bool, high_open: bool
 ) -> Tensor:
@@ -89,7 +80,7 @@ def diffusers_tables(schedule: NoiseSchedule) -> dict[str, Tensor]:
 
     Book: eq. (eq-alpha-bar), Appendix "Notation crosswalk".
     """
-    schedule = _check_schedule(schedule)
+    schedule = check_schedule(schedule)
     return {
         "betas": schedule.betas[1:].clone(),
         "alphas": schedule.alphas[1:].clone(),
@@ -156,9 +147,8 @@ def edm_sigma(alpha_bar: Tensor) -> Tensor:
     Book: eq. (eq-snr), Appendix "Notation crosswalk".
     """
     _check_in_range("alpha_bar", alpha_bar, 0.0, 1.0, low_open=True, high_open=False)
-    # 1 - alpha_bar in float64 first: for alpha_bar near 1 the float32 difference loses digits.
-    one_minus = 1.0 - alpha_bar.double()
-    return torch.sqrt(one_minus / alpha_bar.double()).to(alpha_bar.dtype)
+    # In float64 and through log alpha_bar: 1 - alpha_bar would lose digits near 1.
+    return vp_sigma(alpha_bar.double().log()).to(alpha_bar.dtype)
 
 
 def edm_scale(alpha_bar: Tensor) -> Tensor:
@@ -178,59 +168,10 @@ def alpha_bar_from_edm_sigma(sigma: Tensor) -> Tensor:
     Book: eq. (eq-snr), Appendix "Notation crosswalk".
     """
     _check_in_range("sigma", sigma, 0.0, float("inf"), low_open=False, high_open=True)
-    return 1.0 / (1.0 + sigma**2)
+    return vp_log_alpha_bar(-2.0 * sigma.double().log()).exp().to(sigma.dtype)
 
 
 # ----------------------------------------------------------------------------- VP SDE
-def vp_sde_beta(t: Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> Tensor:
-    """The linear rate beta(t) = beta_min + t (beta_max - beta_min) of the VP SDE, t in [0, 1].
-
-    The defaults are DDPM's endpoints beta_1 = 1e-4 and beta_T = 0.02 times T = 1000.
-
-    Book: Appendix "Notation crosswalk", VP SDE.
-    """
-    _check_in_range("t", t, 0.0, 1.0, low_open=False, high_open=False)
-    _check_vp_rates(beta_min, beta_max)
-    return beta_min + t * (beta_max - beta_min)
-
-
-def _vp_integral(t: Tensor, beta_min: float, beta_max: float) -> Tensor:
-    """int_0^t beta(u) du for the linear rate, in closed form."""
-    return beta_min * t + 0.5 * (beta_max - beta_min) * t**2
-
-
-def vp_sde_alpha_bar(t: Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> Tensor:
-    """The VP SDE's alpha_bar(t) = exp(-int_0^t beta(u) du), the signal variance left at time t.
-
-    For the linear rate the integral is ``beta_min t + (beta_max - beta_min) t**2 / 2``.
-    ``t`` is a floating tensor with values in [0, 1].
-
-    Book: Appendix "Notation crosswalk", VP SDE.
-    """
-    _check_in_range("t", t, 0.0, 1.0, low_open=False, high_open=False)
-    _check_vp_rates(beta_min, beta_max)
-    return torch.exp(-_vp_integral(t, beta_min, beta_max))
-
-
-def vp_sde_marginal(
-    t: Tensor, beta_min: float = 0.1, beta_max: float = 20.0
-) -> tuple[Tensor, Tensor]:
-    """Mean coefficient and standard deviation of x(t) given x(0) under the VP SDE.
-
-    ``dx = -beta(t) x / 2 dt + sqrt(beta(t)) dW`` gives
-    ``x(t) | x(0) ~ N(m(t) x(0), std(t)**2 I)`` with ``m = exp(-int_0^t beta / 2)``
-    (note the 1/2) and ``std = sqrt(1 - exp(-int_0^t beta))``, that is
-    ``m = sqrt(alpha_bar(t))`` and ``std = sqrt(1 - alpha_bar(t))``.
-
-    Book: Appendix "Notation crosswalk", VP SDE.
-    """
-    _check_in_range("t", t, 0.0, 1.0, low_open=False, high_open=False)
-    _check_vp_rates(beta_min, beta_max)
-    log_mean = -0.5 * _vp_integral(t, beta_min, beta_max)
-    # -expm1(2 log m) = 1 - m**2 without cancellation at small t.
-    return torch.exp(log_mean), torch.sqrt(-torch.expm1(2.0 * log_mean))
-
-
 def vp_sde_endpoints(schedule: NoiseSchedule) -> tuple[float, float]:
     """The VP SDE rates (beta_min, beta_max) = (T beta_1, T beta_T) of a linear schedule.
 
@@ -239,7 +180,7 @@ def vp_sde_endpoints(schedule: NoiseSchedule) -> tuple[float, float]:
 
     Book: Appendix "Notation crosswalk", VP SDE.
     """
-    schedule = _check_schedule(schedule)
+    schedule = check_schedule(schedule)
     betas = schedule.betas[1:]
     line = torch.linspace(betas[0].item(), betas[-1].item(), schedule.T, dtype=torch.float64)
     if (betas - line).abs().max() > 1e-9 * betas.abs().max():
@@ -266,51 +207,3 @@ def vp_sde_schedule(T: int, beta_min: float = 0.1, beta_max: float = 20.0) -> No
             f"T must exceed beta_max = {beta_max} so that every beta_t = beta(s) / T < 1, got {T}"
         )
     return linear_schedule(T, beta_min / T, beta_max / T)
-
-
-# ----------------------------------------------------------------------------- predictions
-#: The book's name for each of diffusers' prediction types; the conversions themselves are
-#: :mod:`udm.parameterizations`'.
-BOOK_PREDICTIONS: dict[str, str] = {
-    theirs: ours for ours, theirs in parameterizations.DIFFUSERS_PREDICTION_TYPES.items()
-}
-
-
-def prediction_target(x0: Tensor, noise: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
-    """What a network trained with diffusers' ``prediction_type`` learns to output.
-
-    For ``x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) noise``: ``"epsilon"`` is the
-    noise, ``"sample"`` is x0, and ``"v_prediction"`` is
-    ``v = sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) x0`` (Salimans and Ho).
-    ``x0`` and ``noise`` have shape (B, ...); ``alpha_bar`` has shape (B,) with values
-    in (0, 1).
-
-    Book: the three parameterizations, Appendix "Notation crosswalk".
-    """
-    _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-    return parameterizations.prediction_target(
-        x0, noise, alpha_bar, BOOK_PREDICTIONS[prediction_type]
-    )
-
-
-def x0_eps_from_prediction(
-    prediction: Tensor, x_t: Tensor, alpha_bar: Tensor, prediction_type: str
-) -> tuple[Tensor, Tensor]:
-    """Turn a network output of any ``prediction_type`` into the pair (x0_hat, eps_hat).
-
-    Given ``x_t`` one of x0, eps, v fixes the other two:
-
-    - ``"sample"``: ``eps = (x_t - sqrt(ab) x0) / sqrt(1 - ab)``;
-    - ``"epsilon"``: ``x0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab)``;
-    - ``"v_prediction"``: ``x0 = sqrt(ab) x_t - sqrt(1 - ab) v`` and
-      ``eps = sqrt(1 - ab) x_t + sqrt(ab) v``.
-
-    ``prediction`` and ``x_t`` have shape (B, ...); ``alpha_bar`` (B,) in (0, 1).
-
-    Book: the three parameterizations, Appendix "Notation crosswalk".
-    """
-    _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-    check_tensor("prediction", prediction, shape=tuple(x_t.shape))
-    return parameterizations.x0_and_eps(
-        prediction, x_t, alpha_bar, BOOK_PREDICTIONS[prediction_type]
-    )

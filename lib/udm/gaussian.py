@@ -8,7 +8,8 @@ points and ``(B, C, H, W)`` images alike; per-example results have shape ``(B,)`
 
 All tensor arguments of one call must have the same shape: nothing broadcasts. For
 a variance shared by every coordinate, expand it yourself, for example
-``log_var.expand_as(mean)``, so that the intent is visible at the call site.
+``log_var.expand_as(mean)``, so that the intent is visible at the call site. They must be
+finite: a NaN or infinite mean or log-variance is an error that names the argument.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 
 import torch
 
-from udm.validate import check_same_device, check_same_shape, check_tensor
+from udm.validate import check_finite, check_same_device, check_same_shape, check_tensor
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -29,6 +30,8 @@ def _check_alike(**tensors: object) -> list[torch.Tensor]:
     for name, t in zip(names[1:], checked[1:], strict=True):
         check_same_shape(names[0], checked[0], name, t)
         check_same_device(names[0], checked[0], name, t)
+    for name, t in zip(names, checked, strict=True):
+        check_finite(name, t)
     return checked
 
 

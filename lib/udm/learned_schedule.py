@@ -6,29 +6,29 @@ network here is increasing *by construction* (positive weights, increasing activ
 whatever its parameters, so gradient steps can never break the schedule. Then
 alpha_bar(t) = sigmoid(-omega_eta(t)) and 1 - alpha_bar(t) = sigmoid(omega_eta(t)).
 
-A discrete schedule of T steps evaluates it at t_i = (i - 1) / (T - 1), i = 1..T, so that
+A discrete schedule of T steps evaluates it at u_i = (i - 1) / (T - 1), i = 1..T, so that
 omega(0) sets the first latent's SNR and omega(1) the last one's; alpha_bar_0 = 1 stays the
-clean data. :func:`vdm_loss` is the negative ELBO of that discrete VDM, differentiable in
-both the denoiser and the schedule, for training them jointly.
+clean data. On the book's time axis step i sits at t = i / T: :class:`LearnedVP` is that
+path, computed from the network at every use so that gradients reach it, and
+:func:`vdm_loss` is the negative ELBO of the T-step VDM on it, differentiable in both the
+denoiser and the schedule, for training them jointly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from udm.parameterizations import Denoiser, prediction_loss
+from udm.paths import DiscreteVP, vp_log_alpha_bar
 from udm.schedules import NoiseSchedule
-from udm.validate import (
-    check_batch_vector,
-    check_int_at_least,
-    check_same_shape,
-    check_tensor,
-    per_example,
-)
+from udm.validate import check_int_at_least, check_tensor
 
 
 class PositiveLinear(nn.Module):
@@ -128,23 +128,18 @@ class MonotoneNetwork(nn.Module):
         device = self.omega_min.device
         return torch.linspace(0.0, 1.0, T, dtype=dtype, device=device)
 
-    def alpha_bar_at_steps(self, t: Tensor, T: int) -> Tensor:
-        """alpha_bar of the steps ``t`` (int64, shape (B,), 1..T) of the T-step schedule.
-
-        Differentiable in the network's parameters: pass
-        ``lambda t: omega.alpha_bar_at_steps(t, T)`` to a model that needs the schedule.
+    def path(self, T: int) -> LearnedVP:
+        """The T-step path of this schedule, differentiable in the network's parameters.
 
         Book: eq. (eq-learned-alpha-bar), Chapter on VDMs.
         """
-        steps = _check_steps(t, t.shape[0] if isinstance(t, Tensor) else 0, T)
-        grid = self.grid(T, self.omega_min.dtype)
-        return self.alpha_bar(grid[steps.to(grid.device) - 1])
+        return LearnedVP(self, T)
 
     def to_schedule(self, T: int) -> NoiseSchedule:
         """The discrete schedule alpha_bar_i = sigmoid(-omega(t_i)), i = 1..T, as constants.
 
         Evaluated in float64 without gradients, so the result plugs into
-        :mod:`udm.diffusion` like any fixed schedule.
+        :mod:`udm.diffusion` and the samplers like any fixed schedule.
 
         Book: eq. (eq-learned-alpha-bar), Chapter on VDMs.
         """
@@ -153,73 +148,109 @@ class MonotoneNetwork(nn.Module):
         return NoiseSchedule.from_alpha_bars(torch.sigmoid(-omega).cpu())
 
 
-def _check_steps(t: Tensor, batch: int, T: int) -> Tensor:
-    """Check integer steps of shape (batch,) with values in 1..T."""
-    check_batch_vector("t", t, batch)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"t must have an integer dtype, got {t.dtype}")
-    if t.numel() and ((t < 1) | (t > T)).any():
-        raise ValueError(f"t must lie in 1..T = 1..{T}, got values from {t.min()} to {t.max()}")
-    return t.long()
+class LearnedVP(DiscreteVP):
+    """The T-step VP path of a :class:`MonotoneNetwork`, recomputed at every use.
+
+    Step k = 1..T sits at the time k / T with alpha_bar_k = sigmoid(-omega(u_k)),
+    u_k = (k - 1) / (T - 1), and log SNR_k = -omega(u_k) exactly; between steps it
+    interpolates like every :class:`udm.paths.DiscreteVP`. The table is evaluated from the
+    network each time the path is used, so a :class:`udm.parameterizations.Denoiser` on it
+    (its preconditioning coefficients, its x_t) carries gradients to the schedule. Freeze it
+    for sampling with ``omega.to_schedule(T).path``.
+
+    Book: eq. (eq-learned-snr) and eq. (eq-learned-alpha-bar), Chapter on VDMs.
+    """
+
+    def __init__(self, omega: MonotoneNetwork, T: int) -> None:
+        if not isinstance(omega, MonotoneNetwork):
+            raise TypeError(f"omega must be a MonotoneNetwork, got {type(omega).__name__}")
+        check_int_at_least("T", T, 2)
+        self.omega, self.T, self.t_min = omega, T, 1.0 / T
+        self._on_grid = None  # recomputed from the network at every use, never cached
+        self._held: Tensor | None = None
+
+    def __repr__(self) -> str:
+        return f"LearnedVP(T={self.T})"
+
+    def _key(self) -> tuple:
+        return (id(self.omega), self.T)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Within the block, omega is evaluated once and every use of the path shares it.
+
+        For one loss evaluation (:func:`vdm_loss` holds the path while it computes its
+        terms): the same graph node carries every term's gradient to omega, and the network
+        runs once instead of once per use. Outside the block the path follows omega again.
+        """
+        self._held = self._omegas()
+        try:
+            yield
+        finally:
+            self._held = None
+
+    def _omegas(self) -> Tensor:
+        if self._held is not None:
+            return self._held
+        return self.omega(self.omega.grid(self.T, self.omega.omega_min.dtype))
+
+    def table(self) -> Tensor:
+        """log alpha_bar_k = log sigmoid(-omega(u_k)) for k = 0..T (entry 0 is 0)."""
+        log_alpha_bars = F.logsigmoid(-self._omegas())
+        return torch.cat([log_alpha_bars.new_zeros(1), log_alpha_bars])
+
+    def log_snr_table(self) -> Tensor:
+        """log SNR_k = -omega(u_k) for k = 0..T (entry 0 is +inf)."""
+        omegas = self._omegas()
+        return torch.cat([omegas.new_full((1,), math.inf), -omegas])
 
 
 def vdm_loss(
-    model: nn.Module,
-    omega: MonotoneNetwork,
+    denoiser: Denoiser,
     x0: Tensor,
-    T: int,
     *,
     t: Tensor | None = None,
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """The negative ELBO of the T-step VDM with the learned schedule, in nats per example.
+    """The negative ELBO of a T-step VDM, in nats per example, averaged over the batch.
 
-    One-sample estimate, averaged over the batch ``x0`` (B, ...), differentiable in the
-    x_0-predictor ``model(x_t, t)`` (t int64 in 1..T) and in ``omega``. The steps ``t``
-    (shape (B,)) and the standard Gaussian ``noise`` (shaped like ``x0``) are drawn from
-    ``generator`` unless given. With SNR_i = exp(-omega(t_i)) and t ~ Uniform{1..T}:
+    ``denoiser`` is a :class:`udm.parameterizations.Denoiser` on a discrete path, usually a
+    :class:`LearnedVP`; the loss is differentiable in its network and in the schedule. One
+    sample of the steps (times k / T, ``t``) and of the ``noise``, drawn from ``generator``
+    unless given:
 
-        T * w_t * ||model(x_t, t) - x_0||^2                      (diffusion and decoder error)
-        + D / 2 * log(2 pi / SNR_1)                             (decoder normaliser)
+        T * w_k * ||x0_hat - x_0||^2                              (diffusion and decoder error)
+        + D / 2 * log(2 pi / SNR_1)                               (decoder normaliser)
         + KL(N(sqrt(alpha_bar_T) x_0, (1 - alpha_bar_T) I) || N(0, I))   (prior)
 
-    with w_t = (SNR_{t-1} - SNR_t) / 2 for t >= 2 and w_1 = SNR_1 / 2, the weights of
-    :func:`udm.diffusion.x0_loss_weight`.
+    with w_1 = SNR_1 / 2 and w_k = (SNR_{k-1} - SNR_k) / 2 in the expm1 form of
+    :meth:`udm.paths.DiscreteVP.x0_weights`: the first line is
+    :func:`udm.parameterizations.prediction_loss` with ``weighting="elbo"``.
 
     Book: eq. (eq-x0-loss-snr) and eq. (eq-learned-snr), Chapter on VDMs.
     """
+    if not isinstance(denoiser, Denoiser) or not isinstance(denoiser.path, DiscreteVP):
+        raise TypeError(
+            "denoiser must be a udm.parameterizations.Denoiser on a discrete path (such as "
+            f"omega.path(T)), got {type(denoiser).__name__}"
+        )
     check_tensor("x0", x0, min_ndim=2)
-    check_int_at_least("T", T, 2)
-    if not isinstance(omega, MonotoneNetwork):
-        raise TypeError(f"omega must be a MonotoneNetwork, got {type(omega).__name__}")
-    batch, dim = x0.shape[0], x0[0].numel()
-    omegas = omega(omega.grid(T, x0.dtype))  # (T,), entry i - 1 is step i
-    if t is None:
-        t = torch.randint(1, T + 1, (batch,), generator=generator)
-    steps = _check_steps(t, batch, T).to(x0.device)
-    if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-    check_same_shape("x0", x0, "noise", noise)
-    noise = noise.to(x0.device)
-
-    omega_t = omegas[steps - 1]
-    x_t = (
-        per_example(torch.sigmoid(-omega_t).sqrt(), x0) * x0
-        + per_example(torch.sigmoid(omega_t).sqrt(), x0) * noise
-    )
-    squared_error = (model(x_t, steps) - x0).square().reshape(batch, -1).sum(dim=1)
-    snr = torch.exp(-omegas)
-    snr_prev = torch.cat([snr.new_zeros(1), snr[:-1]])[steps - 1]  # entry for t = 1 unused
-    # w_1 = SNR_1 / 2 (decoder); for t >= 2, (SNR_{t-1} - SNR_t) / 2.
-    weight = torch.where(steps == 1, snr[steps - 1] / 2, (snr_prev - snr[steps - 1]) / 2)
-    diffusion = T * weight * squared_error
-    decoder_normaliser = 0.5 * dim * (math.log(2 * math.pi) + omegas[0])
-    alpha_bar_T = torch.sigmoid(-omegas[-1])
+    path = denoiser.path
+    held = path.held() if isinstance(path, LearnedVP) else contextlib.nullcontext()
+    with held:  # a learned schedule's network runs once for all the terms
+        diffusion = prediction_loss(
+            denoiser, x0, weighting="elbo", t=t, noise=noise, generator=generator
+        )
+        log_snrs = path.log_snr_table()
+    dim = x0[0].numel()
+    decoder_normaliser = 0.5 * dim * (math.log(2 * math.pi) - log_snrs[1])
+    log_alpha_bar_T = vp_log_alpha_bar(log_snrs[-1])
+    alpha_bar_T = log_alpha_bar_T.exp()
     prior = 0.5 * (
-        alpha_bar_T * x0.square().reshape(batch, -1).sum(dim=1)
+        alpha_bar_T * x0.square().reshape(x0.shape[0], -1).sum(dim=1).mean()
         + dim * (1 - alpha_bar_T)
         - dim
-        - dim * torch.log(torch.sigmoid(omegas[-1]))
+        - dim * torch.log(-torch.expm1(log_alpha_bar_T))
     )
-    return (diffusion + decoder_normaliser + prior).mean()
+    return diffusion + decoder_normaliser + prior

@@ -29,7 +29,7 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
-from udm.validate import check_int_at_least, check_positive, check_tensor
+from udm.validate import check_finite, check_int_at_least, check_positive, check_tensor
 
 #: A time-dependent velocity field ``velocity(x (B, ...), t) -> (B, ...)``.
 Velocity = Callable[[Tensor, float], Tensor]
@@ -143,8 +143,7 @@ def ode_log_likelihood(
     if not callable(prior_log_prob):
         raise TypeError(f"prior_log_prob must be callable, got {type(prior_log_prob)}")
     check_tensor("x", x, min_ndim=2)
-    if not torch.isfinite(x).all():
-        raise ValueError("x must hold finite values only")
+    check_finite("x", x)
     if divergence not in _DIVERGENCES:
         raise ValueError(f"divergence must be one of {_DIVERGENCES}, got {divergence!r}")
     if probe not in _PROBES:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import ot
 import torch
 
-from udm.validate import check_int_at_least, check_positive, check_tensor
+from udm.validate import check_finite, check_int_at_least, check_positive, check_tensor
 
 
 def _wasserstein2_squared_1d(x_sorted: torch.Tensor, y_sorted: torch.Tensor) -> torch.Tensor:
@@ -66,6 +66,8 @@ def sliced_wasserstein(
     """
     check_tensor("x", x, shape=(None, None))
     check_tensor("y", y, shape=(None, None))
+    check_finite("x", x)
+    check_finite("y", y)
     if y.shape[1] != x.shape[1]:
         raise ValueError(
             f"y must have the same dimension as x ({x.shape[1]}), got shape {tuple(y.shape)}"
@@ -99,9 +101,8 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor) -> float:
         )
     check_int_at_least("x.shape[0]", x.shape[0], 1)
     check_int_at_least("y.shape[0]", y.shape[0], 1)
-    for name, points in (("x", x), ("y", y)):
-        if not torch.isfinite(points).all():
-            raise ValueError(f"{name} must hold finite values only")
+    check_finite("x", x)
+    check_finite("y", y)
     a = x.detach().to("cpu", torch.float64).numpy()
     b = y.detach().to("cpu", torch.float64).numpy()
     cost = ot.dist(a, b, metric="sqeuclidean")
@@ -155,6 +156,7 @@ def mode_coverage(
     """
     check_tensor("samples", samples, shape=(None, None))
     check_tensor("means", means, shape=(None, samples.shape[1]))
+    check_finite("samples", samples)
     check_int_at_least("samples.shape[0]", samples.shape[0], 1)
     check_positive("std", std)
     check_positive("radius_in_stds", radius_in_stds)

@@ -17,6 +17,16 @@ from torch import Tensor, nn
 from udm.validate import check_batch_vector, check_int_at_least, check_positive, check_tensor
 
 
+def _check_dtype(x: Tensor, module: nn.Module) -> None:
+    """Raise unless ``x`` has the dtype of the module's weights (no silent up- or downcast)."""
+    weight = next(module.parameters())
+    if x.dtype != weight.dtype:
+        raise TypeError(
+            f"x has dtype {x.dtype} but the network's weights are {weight.dtype}: convert one "
+            "of them (net.double() or x.float())"
+        )
+
+
 def _check_real(name: str, t: Tensor) -> None:
     """Raise unless the tensor ``t`` holds real numbers (integer or floating, not bool)."""
     if t.dtype == torch.bool or t.is_complex():
@@ -55,6 +65,7 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Apply the network to a batch ``x`` of shape ``(B, in_dim)``."""
         check_tensor("x", x, shape=(None, self.in_dim))
+        _check_dtype(x, self)
         return self.layers(x)
 
 
@@ -137,13 +148,18 @@ class TimeConditionedMLP(nn.Module):
         self.net = MLP(data_dim + time_dim, data_dim, hidden=hidden, depth=depth)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """Apply the network to ``x`` of shape ``(B, data_dim)`` at timesteps ``t``, shape ``(B,)``.
+        """Apply the network to ``x`` of shape ``(B, data_dim)`` at times ``t``, shape ``(B,)``.
+
+        ``t`` is the path's time (any real dtype); it enters as ``t * time_scale``, so a
+        network for a T-step discrete path (times k / T) built with ``time_scale=T`` sees the
+        step numbers k. ``x`` must have the dtype of the weights.
 
         ``y`` (shape ``(B,)``, int64, values in ``0, ..., n_classes``) is the class label;
         leave it out (or pass ``n_classes``) for "no label". It is an error to pass
         ``y`` to a network built without ``n_classes``.
         """
         check_tensor("x", x, shape=(None, self.data_dim))
+        _check_dtype(x, self)
         check_batch_vector("t", t, x.shape[0])
         _check_real("t", t)
         embedding = self.time_embed(t * self.time_scale)

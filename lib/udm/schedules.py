@@ -6,6 +6,11 @@ fraction ``alpha_t`` of the signal's variance; DDPM writes ``beta_t = 1 - alpha_
 Composing steps gives ``alpha_bar_t = alpha_1 * ... * alpha_t`` (a product up to
 ``t``, not ``T``), and ``SNR(t) = alpha_bar_t / (1 - alpha_bar_t)``.
 
+A schedule is also a path on the book's one time axis: ``schedule.path`` is the
+:class:`udm.paths.DiscreteVP` that puts step t at the time t / T and agrees with these
+tables exactly there. Samplers, denoisers and losses take the path; the tables and the
+per-step methods here are what Chapter 6 teaches.
+
 Translation to libraries: diffusers' ``betas[i]`` and ``alphas_cumprod[i]`` are this
 module's ``beta_{i+1}`` and ``alpha_bar_{i+1}`` (their index starts at step 1).
 """
@@ -17,7 +22,14 @@ import numbers
 
 import torch
 
-from udm.validate import check_int_at_least, check_positive, check_tensor
+from udm.paths import DiscreteVP
+from udm.validate import (
+    check_floating_dtype,
+    check_int_at_least,
+    check_positive,
+    check_real,
+    check_tensor,
+)
 
 
 def _as_float64_vector(name: str, values: object) -> torch.Tensor:
@@ -26,6 +38,15 @@ def _as_float64_vector(name: str, values: object) -> torch.Tensor:
     if values.numel() == 0:
         raise ValueError(f"{name} must hold at least one value (T >= 1), got an empty tensor")
     return values.detach().to(device="cpu", dtype=torch.float64)
+
+
+def check_schedule(schedule: object) -> NoiseSchedule:
+    """Raise a ``TypeError`` naming ``schedule`` unless it is a :class:`NoiseSchedule`."""
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(
+            f"schedule must be a udm.schedules.NoiseSchedule, got {type(schedule).__name__}"
+        )
+    return schedule
 
 
 def _check_strictly_decreasing(name: str, alpha_bars: torch.Tensor) -> None:
@@ -55,12 +76,14 @@ class NoiseSchedule:
     - ``betas[t] = beta_t`` and ``alphas[t] = alpha_t = 1 - beta_t`` for t = 1..T;
       entry 0 holds the do-nothing step ``beta_0 = 0``, ``alpha_0 = 1``.
     - ``alpha_bars[t] = alpha_bar_t = alpha_1 * ... * alpha_t`` for t = 0..T, with
-      ``alpha_bars[0] = 1`` (the empty product: x_0 is the data itself).
+      ``alpha_bars[0] = 1`` (the empty product: x_0 is the data itself), computed as
+      ``exp(log_alpha_bars[t])`` with ``log_alpha_bars[t] = sum_{s <= t} log(1 - beta_s)``.
 
-    The methods take the step ``t`` as a Python int or an integer tensor of shape
-    ``(B,)`` and return float32 values (override with ``dtype=``) on ``t``'s device:
-    ``alpha(t)``, ``snr(t)`` and ``log_snr(t)`` accept t = 1..T; ``alpha_bar(t)`` and
-    ``sigma(t)`` also accept t = 0.
+    The methods take the step ``t`` as an int (Python or NumPy) or an integer tensor of
+    shape ``(B,)`` and return values of the floating ``dtype`` (default float32) on ``t``'s
+    device: ``alpha(t)``, ``snr(t)`` and ``log_snr(t)`` accept t = 1..T; ``alpha_bar(t)``
+    and ``noise_std(t)`` also accept t = 0. ``path`` is the same schedule on the continuous
+    time axis (step t at time t / T), for samplers, denoisers and losses.
 
     Book: eq. (eq-forward-step), eq. (eq-alpha-bar), eq. (eq-snr), Chapter on VDMs.
     """
@@ -72,17 +95,19 @@ class NoiseSchedule:
                 "betas must lie strictly inside (0, 1), got values in "
                 f"[{b.min().item():.6g}, {b.max().item():.6g}]"
             )
-        alpha_bars = torch.cumprod(1.0 - b, dim=0)
-        _check_strictly_decreasing("betas", alpha_bars)
         zero = torch.zeros(1, dtype=torch.float64)
+        # Sums of logs rather than a product: the same numbers, and the path's table.
+        self.log_alpha_bars = torch.cat([zero, torch.cumsum(torch.log1p(-b), dim=0)])
+        self.alpha_bars = torch.exp(self.log_alpha_bars)
+        _check_strictly_decreasing("betas", self.alpha_bars[1:])
         self.betas = torch.cat([zero, b])
         self.alphas = 1.0 - self.betas
-        self.alpha_bars = torch.cat([zero + 1.0, alpha_bars])
-        # Computed once in float64: 1 - alpha_bar_t loses digits in float32 when beta_1 is ~1e-4.
-        one_minus = 1.0 - self.alpha_bars
-        self._snrs = self.alpha_bars / one_minus  # entry 0 is inf and never returned
-        self._log_snrs = torch.log(self.alpha_bars) - torch.log(one_minus)
-        self._sigmas = torch.sqrt(one_minus)
+        self.path = DiscreteVP(self.log_alpha_bars)
+        # The VP formulas live in the path; entry 0 (t = 0, infinite SNR) is never returned.
+        steps = self.path.grid().flip(0)
+        self._log_snrs = self.path.log_snr(steps)
+        self._snrs = torch.exp(self._log_snrs)
+        self._noise_stds = self.path.s(steps)
 
     @classmethod
     def from_alpha_bars(cls, alpha_bars: torch.Tensor) -> NoiseSchedule:
@@ -116,6 +141,7 @@ class NoiseSchedule:
         self, table: torch.Tensor, t: int | torch.Tensor, first: int, dtype: torch.dtype
     ) -> torch.Tensor:
         """Return ``table[t]`` cast to ``dtype`` after checking t's type, shape and range."""
+        check_floating_dtype("dtype", dtype)
         if isinstance(t, torch.Tensor):
             if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
                 raise TypeError(f"t must have an integer dtype, got {t.dtype}")
@@ -152,12 +178,16 @@ class NoiseSchedule:
         """
         return self._lookup(self.alpha_bars, t, 0, dtype)
 
-    def sigma(self, t: int | torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def noise_std(
+        self, t: int | torch.Tensor, *, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         """sqrt(1 - alpha_bar_t), the noise standard deviation in x_t given x_0; t in 0..T.
+
+        (Not EDM's sigma, which is sqrt((1 - alpha_bar_t) / alpha_bar_t): ``path.sigma``.)
 
         Book: eq. (eq-alpha-bar), Chapter on VDMs.
         """
-        return self._lookup(self._sigmas, t, 0, dtype)
+        return self._lookup(self._noise_stds, t, 0, dtype)
 
     def snr(self, t: int | torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t); t in 1..T.
@@ -191,10 +221,8 @@ def linear_schedule(
     """
     check_int_at_least("T", T, 1)
     scale = 1000.0 / T
-    if beta_start is None:
-        beta_start = scale * 1e-4
-    if beta_end is None:
-        beta_end = scale * 0.02
+    beta_start = scale * 1e-4 if beta_start is None else check_real("beta_start", beta_start)
+    beta_end = scale * 0.02 if beta_end is None else check_real("beta_end", beta_end)
     for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
         if not 0.0 < value < 1.0:
             raise ValueError(
@@ -219,8 +247,8 @@ def cosine_schedule(
     Book: eq. (eq-alpha-bar), Chapter on VDMs.
     """
     check_int_at_least("T", T, 1)
-    check_positive("s", s)
-    if not 0.0 < max_beta < 1.0:
+    check_positive("s", check_real("s", s))
+    if not 0.0 < check_real("max_beta", max_beta) < 1.0:
         raise ValueError(f"max_beta must lie strictly inside (0, 1), got {max_beta}")
     steps = torch.arange(T + 1, dtype=torch.float64)
     f = torch.cos((steps / T + s) / (1.0 + s) * (math.pi / 2.0)) ** 2

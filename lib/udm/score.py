@@ -5,22 +5,20 @@ holds what the chapter on score-based models builds on it:
 
 - **Langevin samplers** driven by a score: :func:`langevin` for one density and
   :func:`annealed_langevin` for a sequence of ever less noisy densities (Song and Ermon's NCSN).
-- **Denoising score matching** (:func:`dsm_loss`) with the sigma^2 weighting, and two score
-  networks trained with it: :class:`NoiseConditionalScoreNet` for variance-exploding noise
-  ``x + sigma z`` and :class:`VPScoreModel` for the variance-preserving SDE.
-- **The continuous-time view**: :class:`VPSDE` (the forward SDE
-  ``dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw``) and three fixed-step solvers that run it
-  backwards from t = 1 to a small ``t_min``: :func:`reverse_sde_sample` (Euler-Maruyama),
-  :func:`probability_flow_sample` (Heun, second order) and :func:`ddim_sample` (DDIM with
-  eta = 0, first order). :func:`ancestral_model` lets ``udm.diffusion.sample`` run on the
-  same score.
+- **Denoising score matching** (:func:`dsm_loss`) with the sigma^2 weighting, and the
+  score network trained with it for variance-exploding noise ``x + sigma z``,
+  :class:`NoiseConditionalScoreNet`.
+
+The continuous-time view lives elsewhere: the VP and VE SDEs are paths
+(:class:`udm.paths.ContinuousVP`, :class:`udm.paths.VE`), a network of any kind is read as a
+score by :class:`udm.parameterizations.Denoiser` (``denoiser.score(x, t)``), and the
+reverse-SDE, probability-flow and DDIM solvers are in :mod:`udm.samplers`.
 
 Interfaces. A noise-conditional score is a callable ``score_fn(x, c) -> (B, ...)`` with ``x``
-of shape ``(B, ...)`` and a per-example condition ``c`` of shape ``(B,)``: the noise level
-sigma for the Langevin samplers, the time t in (0, 1] for the SDE/ODE samplers; the samplers
-pass it in float64, whatever the dtype of ``x``. A score of
-one fixed density (for :func:`langevin`) is ``score_fn(x)``. Every function works for any
-trailing shape; per-example coefficients are broadcast with :func:`udm.validate.per_example`.
+of shape ``(B, ...)`` and a per-example condition ``c`` of shape ``(B,)``, such as the noise
+level sigma, passed in float64 whatever the dtype of ``x``. A score of one fixed density
+(for :func:`langevin`) is ``score_fn(x)``. Every function works for any trailing shape;
+per-example coefficients are broadcast with :func:`udm.validate.per_example`.
 """
 
 from __future__ import annotations
@@ -31,16 +29,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from udm.conventions import vp_sde_alpha_bar, vp_sde_beta
-from udm.parameterizations import (
-    eps_from_score,
-    predict_x0_from_eps,
-    predict_x0_from_score,
-    score_from_eps,
-)
-from udm.schedules import NoiseSchedule
 from udm.toy import GaussianMixture
 from udm.validate import (
+    check_finite,
     check_int_at_least,
     check_positive,
     check_same_shape,
@@ -108,6 +99,7 @@ def langevin(
     """
     _check_callable(score_fn)
     _check_x("x_init", x_init)
+    check_finite("x_init", x_init)
     check_positive("step_size", step_size)
     check_int_at_least("n_steps", n_steps, 1)
     noise_scale = math.sqrt(2.0 * step_size)
@@ -204,10 +196,7 @@ def ve_noised(mixture: GaussianMixture, sigma: float) -> GaussianMixture:
     if not isinstance(mixture, GaussianMixture):
         raise TypeError(f"mixture must be a udm.toy.GaussianMixture, got {type(mixture).__name__}")
     check_positive("sigma", sigma)
-    identity = torch.eye(mixture.dim, dtype=torch.float64)
-    return GaussianMixture(
-        mixture.means, mixture.covariances + float(sigma) ** 2 * identity, mixture.weights
-    )
+    return mixture.marginal(1.0, float(sigma))
 
 
 # ----------------------------------------------------------------- score matching loss
@@ -275,249 +264,14 @@ class NoiseConditionalScoreNet(nn.Module):
         self.data_std = float(data_std)
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """The score at noise level ``sigma`` (shape (B,)) of the points ``x`` (B, D)."""
+        """The score at noise level ``sigma`` (shape (B,), positive) of the points ``x`` (B, D)."""
         _check_x("x", x)
         check_tensor("sigma", sigma, shape=(x.shape[0],))
+        if not bool(((sigma > 0) & (sigma < float("inf"))).all()):  # NaN fails too
+            raise ValueError(
+                f"sigma must be positive and finite (a noise level), got values from "
+                f"{sigma.min().item():.6g} to {sigma.max().item():.6g}"
+            )
         c_in = per_example((sigma.square() + self.data_std**2).rsqrt(), x)
         eps_hat = self.net(c_in * x, sigma.log().to(x.dtype))
         return -eps_hat / per_example(sigma, x)
-
-
-class VPSDE:
-    """The variance-preserving SDE dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw on t in [0, 1].
-
-    beta(t) = beta_min + t (beta_max - beta_min) is linear (Song et al.'s defaults 0.1 and 20,
-    DDPM's schedule as T -> infinity). Then x(t) | x(0) ~ N(sqrt(alpha_bar(t)) x(0),
-    (1 - alpha_bar(t)) I) with alpha_bar(t) = exp(-int_0^t beta). Times are float tensors;
-    every method returns float64 values of the shape of ``t``.
-
-    Book: eq. (eq-vp-sde) and eq. (eq-vp-alpha-bar), Chapter on score-based models.
-    """
-
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
-        check_positive("beta_min", beta_min)
-        check_positive("beta_max", beta_max)
-        if not beta_min < beta_max:
-            raise ValueError(f"beta_min must be below beta_max, got {beta_min} and {beta_max}")
-        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
-
-    def __repr__(self) -> str:
-        return f"VPSDE(beta_min={self.beta_min}, beta_max={self.beta_max})"
-
-    def beta(self, t: Tensor) -> Tensor:
-        """The rate beta(t)."""
-        return vp_sde_beta(t.double(), self.beta_min, self.beta_max)
-
-    def alpha_bar(self, t: Tensor) -> Tensor:
-        """alpha_bar(t) = exp(-int_0^t beta(u) du), the signal variance left at time t."""
-        return vp_sde_alpha_bar(t.double(), self.beta_min, self.beta_max)
-
-    def sigma(self, t: Tensor) -> Tensor:
-        """sqrt(1 - alpha_bar(t)), the noise standard deviation at time t."""
-        return (-torch.expm1(torch.log(self.alpha_bar(t)))).sqrt()
-
-    def t_from_sigma(self, sigma: Tensor) -> Tensor:
-        """The time t at which sqrt(1 - alpha_bar(t)) = sigma, for sigma in (0, sigma(1)].
-
-        Solves beta_min t + (beta_max - beta_min) t^2 / 2 = -log(1 - sigma^2) for t >= 0.
-        """
-        check_tensor("sigma", sigma)
-        sigma = sigma.double()
-        if not bool(((sigma > 0) & (sigma < 1)).all()):
-            raise ValueError("sigma must lie in (0, 1) for the VP SDE")
-        integral = -torch.log1p(-sigma.square())
-        slope = self.beta_max - self.beta_min
-        t = (torch.sqrt(self.beta_min**2 + 2.0 * slope * integral) - self.beta_min) / slope
-        if not bool((t <= 1.0 + 1e-9).all()):
-            raise ValueError("sigma must not exceed the SDE's largest noise level sigma(1)")
-        return t.clamp(max=1.0)  # rounding only: checked above
-
-
-def _check_sde(sde: object) -> VPSDE:
-    if not isinstance(sde, VPSDE):
-        raise TypeError(f"sde must be a udm.score.VPSDE, got {type(sde).__name__}")
-    return sde
-
-
-class VPScoreModel(nn.Module):
-    """A noise-prediction network on the VP SDE, read as a score and as an x_0-prediction.
-
-    ``net(x_t, t)`` predicts the noise eps in x_t = sqrt(alpha_bar(t)) x_0 + sigma(t) eps for
-    a continuous time t in (0, 1] (e.g. a :class:`udm.nets.TimeConditionedMLP` with
-    ``time_scale=1000``). The chapter on the three parameterizations turns it into
-
-        score(x_t, t) = -eps_hat / sigma(t),
-        x0_hat(x_t, t) = (x_t - sigma(t) eps_hat) / sqrt(alpha_bar(t)),
-
-    with :func:`udm.parameterizations.score_from_eps` and
-    :func:`~udm.parameterizations.predict_x0_from_eps`. Trained with :func:`dsm_loss`
-    (sigma = sigma(t), scale = sqrt(alpha_bar(t)), condition = t) the loss is
-    1/2 ||eps_hat - eps||^2, DDPM's noise-prediction loss. Calling the module returns the
-    score. (:class:`udm.parameterizations.Denoiser` is the same idea for integer steps; the
-    SDE and ODE solvers need a continuous time.)
-
-    Book: eq. (eq-score-eps), Chapter on the three parameterizations.
-    """
-
-    def __init__(self, net: nn.Module, sde: VPSDE) -> None:
-        super().__init__()
-        self.net = net
-        self.sde = _check_sde(sde)
-
-    def eps(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """The predicted noise eps_hat(x_t, t), shaped like ``x_t``; ``t`` has shape (B,)."""
-        _check_x("x_t", x_t)
-        check_tensor("t", t, shape=(x_t.shape[0],))
-        return self.net(x_t, t.to(x_t.dtype))
-
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """The score grad log p_t(x_t) = -eps_hat / sigma(t)."""
-        return score_from_eps(self.eps(x_t, t), self.sde.alpha_bar(t))
-
-    def x0(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """The x_0-prediction (x_t - sigma(t) eps_hat) / sqrt(alpha_bar(t))."""
-        return predict_x0_from_eps(x_t, self.eps(x_t, t), self.sde.alpha_bar(t))
-
-
-# ---------------------------------------------------------------- SDE and ODE samplers
-def time_grid(n_steps: int, t_min: float = 1e-3) -> Tensor:
-    """The solvers' times 1 = t_0 > t_1 > ... > t_n = t_min, evenly spaced, float64.
-
-    The integration stops at ``t_min`` > 0 because the score of the data itself (t = 0) is
-    unbounded for concentrated data; at t_min = 1e-3 the linear VP SDE leaves noise of
-    standard deviation about 0.01.
-    """
-    check_int_at_least("n_steps", n_steps, 1)
-    if not 0.0 < t_min < 1.0:
-        raise ValueError(f"t_min must lie strictly between 0 and 1, got {t_min}")
-    return torch.linspace(1.0, t_min, n_steps + 1, dtype=torch.float64)
-
-
-def _start(sde: VPSDE, x_init: Tensor, score_fn: object) -> None:
-    _check_callable(score_fn)
-    _check_sde(sde)
-    _check_x("x_init", x_init)
-
-
-@torch.no_grad()
-def reverse_sde_sample(
-    score_fn: ScoreFn,
-    sde: VPSDE,
-    x_init: Tensor,
-    n_steps: int,
-    generator: torch.Generator | None = None,
-    t_min: float = 1e-3,
-) -> Tensor:
-    """Integrate the reverse-time VP SDE from t = 1 to t_min with Euler-Maruyama.
-
-    dx = [-beta x / 2 - beta score(x, t)] dt + sqrt(beta) dw_bar, run with dt = -h < 0: each
-    step is x <- x + h beta(t) (x / 2 + score(x, t)) + sqrt(beta(t) h) z, evaluated at the
-    step's start (strong order 1/2, weak order 1). One score evaluation per step.
-    ``x_init`` are draws from the prior N(0, I); ``score_fn(x, t)`` takes t of shape (B,).
-
-    Book: eq. (eq-reverse-sde), Chapter on score-based models.
-    """
-    _start(sde, x_init, score_fn)
-    times = time_grid(n_steps, t_min)
-    x = x_init.clone()
-    for t, t_next in zip(times[:-1].tolist(), times[1:].tolist(), strict=True):
-        h = t - t_next
-        t_vec = _full(t, x)
-        beta = sde.beta(torch.tensor(t)).item()
-        drift = 0.5 * x + _call(score_fn, x, t_vec)
-        x = x + h * beta * drift + math.sqrt(beta * h) * _noise(x, generator)
-    return x
-
-
-def _pf_velocity(score_fn: ScoreFn, sde: VPSDE, x: Tensor, t: float) -> Tensor:
-    """dx/dt of the probability-flow ODE: -beta(t) / 2 (x + score(x, t))."""
-    beta = sde.beta(torch.tensor(t)).item()
-    return -0.5 * beta * (x + _call(score_fn, x, _full(t, x)))
-
-
-@torch.no_grad()
-def probability_flow_sample(
-    score_fn: ScoreFn,
-    sde: VPSDE,
-    x_init: Tensor,
-    n_steps: int,
-    t_min: float = 1e-3,
-) -> Tensor:
-    """Integrate the probability-flow ODE from t = 1 to t_min with Heun's method (order 2).
-
-    dx/dt = -beta(t) / 2 (x + score(x, t)). Each step takes an Euler predictor to the next
-    time and averages the slopes at both ends (the trapezoid corrector): two score
-    evaluations per step, global error O(h^2). Deterministic: the same ``x_init`` always
-    gives the same samples.
-
-    Book: eq. (eq-pf-ode), Chapter on score-based models.
-    """
-    _start(sde, x_init, score_fn)
-    times = time_grid(n_steps, t_min)
-    x = x_init.clone()
-    for t, t_next in zip(times[:-1].tolist(), times[1:].tolist(), strict=True):
-        dt = t_next - t  # negative: the ODE runs backwards in time
-        slope = _pf_velocity(score_fn, sde, x, t)
-        predictor = x + dt * slope
-        x = x + 0.5 * dt * (slope + _pf_velocity(score_fn, sde, predictor, t_next))
-    return x
-
-
-@torch.no_grad()
-def ddim_sample(
-    score_fn: ScoreFn,
-    sde: VPSDE,
-    x_init: Tensor,
-    n_steps: int,
-    t_min: float = 1e-3,
-) -> Tensor:
-    """Deterministic DDIM (eta = 0) from t = 1 to t_min: first order, one evaluation a step.
-
-    At each time t with a = alpha_bar(t), the score gives eps_hat = -sqrt(1 - a) score and
-    x0_hat = (x + (1 - a) score) / sqrt(a); the step to the next time s re-noises the
-    prediction with the *same* noise: x <- sqrt(alpha_bar(s)) x0_hat + sqrt(1 - alpha_bar(s))
-    eps_hat. This is Euler's method for the probability-flow ODE written in the variables
-    y = x / sqrt(a) and sigma = sqrt((1 - a) / a), where dy / dsigma = eps_hat.
-
-    Book: eq. (eq-ddim), Chapter on score-based models.
-    """
-    _start(sde, x_init, score_fn)
-    times = time_grid(n_steps, t_min)
-    alpha_bars = sde.alpha_bar(times).tolist()
-    x = x_init.clone()
-    for i, t in enumerate(times[:-1].tolist()):
-        a, a_next = alpha_bars[i], alpha_bars[i + 1]
-        score = _call(score_fn, x, _full(t, x))
-        eps_hat = eps_from_score(score, a)
-        x0_hat = predict_x0_from_score(x, score, a)
-        x = math.sqrt(a_next) * x0_hat + math.sqrt(1.0 - a_next) * eps_hat
-    return x
-
-
-def ancestral_model(
-    score_fn: ScoreFn, sde: VPSDE, n_steps: int, t_min: float = 1e-3
-) -> tuple[Callable[[Tensor, Tensor], Tensor], NoiseSchedule]:
-    """The score as an x_0-predictor and a discrete schedule, for ``udm.diffusion.sample``.
-
-    The schedule has T = ``n_steps`` steps whose alpha_bar_k equals the SDE's alpha_bar at the
-    times t_k evenly spaced from t_min (k = 1) to 1 (k = T); the x_0-predictor answers at
-    step k with Tweedie's formula x0_hat = (x + (1 - a) score(x, t_k)) / sqrt(a), a =
-    alpha_bar(t_k). Ancestral sampling then takes T steps, one score evaluation each.
-
-    Book: eq. (eq-score-eps), Chapter on score-based models.
-    """
-    _check_callable(score_fn)
-    _check_sde(sde)
-    check_int_at_least("n_steps", n_steps, 1)
-    times = time_grid(n_steps - 1, t_min).flip(0) if n_steps > 1 else time_grid(1, t_min)[1:]
-    alpha_bars = sde.alpha_bar(times.double())
-    schedule = NoiseSchedule.from_alpha_bars(alpha_bars)
-    padded_times = torch.cat([torch.zeros(1, dtype=torch.float64), times])
-    padded_alpha_bars = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars])
-
-    def x0_predictor(x_t: Tensor, t: Tensor) -> Tensor:
-        time = padded_times[t.cpu()].to(device=x_t.device, dtype=x_t.dtype)
-        score = _call(score_fn, x_t, time)
-        return predict_x0_from_score(x_t, score, padded_alpha_bars[t.cpu()].to(x_t.device))
-
-    return x0_predictor, schedule

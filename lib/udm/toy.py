@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +29,7 @@ from sklearn.model_selection import train_test_split
 from udm import seeds
 from udm.validate import (
     check_batch_vector,
+    check_finite,
     check_int_at_least,
     check_positive,
     check_same_device,
@@ -38,7 +40,15 @@ _WEIGHT_TOLERANCE = 1e-6  # how far the weights' sum may stray from 1
 
 
 def _as_float64(name: str, value: torch.Tensor | Sequence, ndim: int) -> torch.Tensor:
-    """Return ``value`` as a float64 CPU tensor after checking its number of axes."""
+    """Return ``value`` as a float64 CPU tensor after checking its number of axes.
+
+    Lists of NumPy arrays go through one ``np.asarray`` first (torch is slow on them).
+    """
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be an array of numbers: {err}") from err
     tensor = torch.as_tensor(value, dtype=torch.float64, device="cpu")
     if tensor.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(tensor.shape)}")
@@ -53,9 +63,9 @@ class GaussianMixture:
     p(x) = sum_k w_k N(x; mu_k, Sigma_k). The parameters are stored in float64.
     Internally each covariance is kept as its eigendecomposition
     Sigma_k = U_k diag(lambda_k) U_k^T, because the noised covariance
-    alpha_bar Sigma_k + (1 - alpha_bar) I has the same eigenvectors and eigenvalues
-    alpha_bar lambda_k + 1 - alpha_bar: one decomposition serves every noise level,
-    including a different noise level for every row of a batch.
+    a^2 Sigma_k + s^2 I of x_t = a x_0 + s eps (any path of :mod:`udm.paths`) has the same
+    eigenvectors and eigenvalues a^2 lambda_k + s^2: one decomposition serves every noise
+    level, including a different noise level for every row of a batch.
 
     Args:
         means: component means mu_k, shape (K, D).
@@ -120,6 +130,7 @@ class GaussianMixture:
         """Check a batch of points of shape (B, D) and return it in float64."""
         check_tensor(name, x, shape=(None, self.dim))
         check_same_device(name, x, "the mixture's parameters (CPU)", self.means)
+        check_finite(name, x)
         return x.to(torch.float64)
 
     def _check_alpha_bar(self, alpha_bar: float | torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -138,22 +149,33 @@ class GaussianMixture:
             )
         return values[:, None, None]
 
+    def _check_scale(self, name: str, value: float | torch.Tensor, batch_size: int) -> torch.Tensor:
+        """A path coefficient (a or s) as float64 of shape (B, 1, 1), checked finite and >= 0."""
+        if isinstance(value, torch.Tensor):
+            check_tensor(name, value)
+            values = value.detach().to(device="cpu", dtype=torch.float64)
+            if values.ndim == 0:
+                values = values.expand(batch_size)
+            check_batch_vector(name, values, batch_size)
+        else:
+            values = torch.full((batch_size,), float(value), dtype=torch.float64)
+        if not ((values >= 0) & (values < float("inf"))).all():  # NaN fails too
+            raise ValueError(f"{name} must be finite and >= 0, got {values.min().item():.6g}..")
+        return values[:, None, None]
+
     def _noised_terms(
-        self, x: torch.Tensor, alpha_bar: torch.Tensor
+        self, x: torch.Tensor, a: torch.Tensor, s: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-component quantities of the noised mixture at the points ``x``.
 
-        With s = sqrt(alpha_bar), the noised component k is
-        N(s mu_k, U_k diag(v_k) U_k^T) with v_k = alpha_bar lambda_k + 1 - alpha_bar.
-        Returns ``log_joint`` (B, K) = log w_k + log N_k(x), the eigenbasis
-        coordinates ``y`` (B, K, D) = U_k^T (x - s mu_k), and the variances ``v``
-        (B, K, D). ``alpha_bar`` has shape (B, 1, 1); alpha_bar = 1 gives the
-        clean mixture.
+        The noised component k is N(a mu_k, U_k diag(v_k) U_k^T) with
+        v_k = a^2 lambda_k + s^2. Returns ``log_joint`` (B, K) = log w_k + log N_k(x), the
+        eigenbasis coordinates ``y`` (B, K, D) = U_k^T (x - a mu_k), and the variances ``v``
+        (B, K, D). ``a`` and ``s`` have shape (B, 1, 1); a = 1, s = 0 is the clean mixture.
         """
-        scale = alpha_bar.sqrt()  # (B, 1, 1)
-        diff = x[:, None, :] - scale * self.means[None]  # (B, K, D)
+        diff = x[:, None, :] - a * self.means[None]  # (B, K, D)
         y = torch.einsum("kde,bkd->bke", self._eigenvectors, diff)
-        v = alpha_bar * self._eigenvalues[None] + (1.0 - alpha_bar)  # (B, K, D)
+        v = a.square() * self._eigenvalues[None] + s.square()  # (B, K, D)
         log_density = -0.5 * (
             (y**2 / v).sum(-1) + v.log().sum(-1) + self.dim * math.log(2 * math.pi)
         )
@@ -162,7 +184,8 @@ class GaussianMixture:
     def _clean_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`_noised_terms` for the clean mixture (alpha_bar = 1) at the points ``x``."""
         x = self._check_points("x", x)
-        return self._noised_terms(x, torch.ones(x.shape[0], 1, 1, dtype=torch.float64))
+        ones = torch.ones(x.shape[0], 1, 1, dtype=torch.float64)
+        return self._noised_terms(x, ones, torch.zeros_like(ones))
 
     # ---------------------------------------------------------------- densities
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,12 +240,27 @@ class GaussianMixture:
         return (x, labels) if return_labels else x
 
     # ----------------------------------------------------------- noise and denoising
+    def marginal(self, a: float, s: float) -> GaussianMixture:
+        r"""The exact law of x_t = a x_0 + s eps for x_0 from this mixture, eps ~ N(0, I).
+
+        Again a Gaussian mixture: the same weights, means a mu_k, covariances
+        a^2 Sigma_k + s^2 I. ``a`` and ``s`` are numbers >= 0, not both 0.
+
+        Book: eq. (eq-noised-mixture), Chapter on the three parameterizations.
+        """
+        a, s = check_real_nonnegative("a", a), check_real_nonnegative("s", s)
+        identity = torch.eye(self.dim, dtype=torch.float64)
+        return GaussianMixture(
+            means=a * self.means,
+            covariances=a**2 * self.covariances + s**2 * identity,
+            weights=self.weights,
+        )
+
     def noised(self, alpha_bar: float) -> GaussianMixture:
         r"""The exact marginal q(x_t) of x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps.
 
-        With x_0 from this mixture and eps ~ N(0, I) independent, x_t is again a
-        Gaussian mixture with the same weights, means sqrt(alpha_bar) mu_k and
-        covariances alpha_bar Sigma_k + (1 - alpha_bar) I.
+        :meth:`marginal` with a = sqrt(alpha_bar), s = sqrt(1 - alpha_bar): the same
+        weights, means sqrt(alpha_bar) mu_k and covariances alpha_bar Sigma_k + (1 - alpha_bar) I.
 
         Book: eq. (eq-noised-mixture), Chapter on the three parameterizations.
         """
@@ -231,38 +269,50 @@ class GaussianMixture:
         alpha_bar = float(alpha_bar)
         if not 0 < alpha_bar <= 1:
             raise ValueError(f"alpha_bar must lie in (0, 1], got {alpha_bar}")
-        identity = torch.eye(self.dim, dtype=torch.float64)
-        return GaussianMixture(
-            means=math.sqrt(alpha_bar) * self.means,
-            covariances=alpha_bar * self.covariances + (1 - alpha_bar) * identity,
-            weights=self.weights,
-        )
+        return self.marginal(math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar))
 
-    def denoiser(self, x_t: torch.Tensor, alpha_bar: float | torch.Tensor) -> torch.Tensor:
-        r"""The Bayes-optimal denoiser E[x_0 | x_t], shape (B, D).
+    def posterior_mean(
+        self, x_t: torch.Tensor, a: float | torch.Tensor, s: float | torch.Tensor
+    ) -> torch.Tensor:
+        r"""The Bayes-optimal denoiser E[x_0 | x_t] for x_t = a x_0 + s eps, shape (B, D).
 
-        For x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps, condition each
-        component jointly Gaussian in (x_0, x_t): with s = sqrt(alpha_bar) and
-        C_k = alpha_bar Sigma_k + (1 - alpha_bar) I,
+        Condition each component jointly Gaussian in (x_0, x_t): with
+        C_k = a^2 Sigma_k + s^2 I,
 
-            E[x_0 | x_t, k] = mu_k + s Sigma_k C_k^{-1} (x_t - s mu_k),
+            E[x_0 | x_t, k] = mu_k + a Sigma_k C_k^{-1} (x_t - a mu_k),
 
-        and average over k with the responsibilities p(k | x_t) of the noised
-        mixture (:meth:`noised`). ``alpha_bar`` is a float in (0, 1] or a tensor of
-        shape (B,) giving each row its own noise level; alpha_bar = 1 returns x_t.
+        and average over k with the responsibilities p(k | x_t) of the noised mixture
+        (:meth:`marginal`). ``a`` and ``s`` are numbers or tensors of shape (B,) (one noise
+        level per row), >= 0 and not both 0; a = 1, s = 0 returns x_t. Works on every path of
+        :mod:`udm.paths`.
 
         Book: eq. (eq-optimal-denoiser), Chapter on the three parameterizations.
         """
         x = self._check_points("x_t", x_t)
-        alpha_bar = self._check_alpha_bar(alpha_bar, x.shape[0])
-        log_joint, y, v = self._noised_terms(x, alpha_bar)
+        a = self._check_scale("a", a, x.shape[0])
+        s = self._check_scale("s", s, x.shape[0])
+        if not bool((a.square() + s.square() > 0).all()):
+            raise ValueError("a and s must not both be 0")
+        log_joint, y, v = self._noised_terms(x, a, s)
         responsibilities = torch.softmax(log_joint, dim=1)  # (B, K)
         # Sigma_k C_k^{-1} = U_k diag(lambda_k / v_k) U_k^T in the shared eigenbasis.
         shrunk = self._eigenvalues[None] / v * y  # (B, K, D)
-        conditional_means = self.means[None] + alpha_bar.sqrt() * torch.einsum(
+        conditional_means = self.means[None] + a * torch.einsum(
             "kde,bke->bkd", self._eigenvectors, shrunk
         )
         return torch.einsum("bk,bkd->bd", responsibilities, conditional_means).to(x_t.dtype)
+
+    def denoiser(self, x_t: torch.Tensor, alpha_bar: float | torch.Tensor) -> torch.Tensor:
+        r"""E[x_0 | x_t] for x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps, shape (B, D).
+
+        :meth:`posterior_mean` on the VP path. ``alpha_bar`` is a float in (0, 1] or a
+        tensor of shape (B,) giving each row its own noise level; alpha_bar = 1 returns x_t.
+
+        Book: eq. (eq-optimal-denoiser), Chapter on the three parameterizations.
+        """
+        x = self._check_points("x_t", x_t)
+        alpha_bar = self._check_alpha_bar(alpha_bar, x.shape[0])[:, 0, 0]
+        return self.posterior_mean(x_t, alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt())
 
     def component(self, k: int) -> GaussianMixture:
         """Component ``k`` alone, as a one-component mixture with weight 1.
@@ -278,6 +328,15 @@ class GaussianMixture:
 
 
 # -------------------------------------------------------------- ready-made mixtures
+def check_real_nonnegative(name: str, value: object) -> float:
+    """A finite number >= 0, as a float (bools and tensors are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return float(value)
+
+
 def _rotated_covariance(std_major: float, std_minor: float, angle_degrees: float) -> np.ndarray:
     """A 2x2 covariance with standard deviations along axes rotated by ``angle_degrees``."""
     angle = math.radians(angle_degrees)

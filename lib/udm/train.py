@@ -223,12 +223,14 @@ def train(
                 raise ValueError(
                     "loss_fn returned a loss that does not depend on the model's parameters"
                 )
-            check_finite(loss, step)
+            value = loss.item()  # one read of the loss a step, for the check and the history
+            if not math.isfinite(value):
+                check_finite(loss, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
+            losses.append(value)
+            bar.set_postfix(loss=f"{value:.4g}", refresh=False)
     return TrainHistory(losses=losses, seconds=time.perf_counter() - start)
 
 
@@ -264,25 +266,52 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict[str, Any]
 
     The file is read with ``torch.load(path, weights_only=True, map_location="cpu")``:
     a file that holds pickled Python objects other than tensors and plain containers is
-    refused, never executed. The weights are copied into ``model`` wherever its
-    parameters live. A checkpoint whose keys or shapes do not match ``model`` raises
-    ``ValueError`` listing the differences.
+    refused, never executed. A file that is empty, truncated, not torch's zip format, or a
+    zip without the two entries raises ``ValueError`` saying it is "not a udm checkpoint"
+    and why. The weights are copied into ``model`` wherever its parameters live. A
+    checkpoint whose keys or shapes do not match ``model`` raises ``ValueError`` listing the
+    differences.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    path = Path(path)
+    with path.open("rb") as file:
+        head = file.read(4)
+    if not head:
+        raise ValueError(f"{path} is not a udm checkpoint: the file is empty")
+    if head != b"PK\x03\x04":
+        raise ValueError(
+            f"{path} is not a udm checkpoint: save_checkpoint writes torch.save's zip archive, "
+            f"but this file starts with {head!r}"
+        )
     try:
-        checkpoint = torch.load(Path(path), weights_only=True, map_location="cpu")
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise ValueError(f"{path} is not a udm checkpoint: {err}") from err
         raise pickle.UnpicklingError(
             f"weights-only loading refused {path}: it holds pickled Python objects, not just "
             "tensors and plain data. udm never unpickles arbitrary objects; re-save the model "
             "with udm.train.save_checkpoint."
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"{path} is not a udm checkpoint: torch could not read it (truncated or "
+            f"corrupted?): {type(err).__name__}: {err}"
         ) from err
     if not isinstance(checkpoint, dict) or set(checkpoint) != {"state_dict", "metadata"}:
         raise ValueError(
             f"{path} is not a udm checkpoint: expected a dict with keys 'state_dict' and "
             "'metadata' (written by udm.train.save_checkpoint)"
         )
+    if not isinstance(checkpoint["state_dict"], dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in checkpoint["state_dict"].items()
+    ):
+        raise ValueError(
+            f"{path} is not a udm checkpoint: 'state_dict' must map parameter names to tensors"
+        )
+    if not isinstance(checkpoint["metadata"], dict):
+        raise ValueError(f"{path} is not a udm checkpoint: 'metadata' must be a dict")
     state_dict = checkpoint["state_dict"]
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))

@@ -7,6 +7,7 @@ of meeting a broadcasting surprise three functions later.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -95,3 +96,49 @@ def per_example(coef: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """
     check_batch_vector("coef", coef, like.shape[0])
     return coef.reshape(coef.shape[0], *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Raise unless every value of the tensor ``x`` is finite (no NaN, no +-inf).
+
+    This is the book's NaN policy: values are checked where data *enter* a computation
+    (training data, noise, a sampler's starting point) and where results *leave* it (a
+    sampler's final state, the training loop's loss), not at every step in between.
+    """
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = x[~finite]
+        kinds = sorted(
+            {"nan" if v != v else ("inf" if v > 0 else "-inf") for v in bad[:64].tolist()}
+        )
+        raise ValueError(
+            f"{name} must be finite, got {bad.numel()} of {x.numel()} values that are "
+            f"{' / '.join(kinds)}"
+        )
+    return x
+
+
+def check_real(name: str, value: object) -> float:
+    """Return ``value`` as a float after checking that it is a real number (not a bool).
+
+    Python and NumPy numbers are accepted; strings, ``None`` and tensors are not.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}: {value!r}")
+    return float(value)
+
+
+def check_same_dtype(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
+    """Raise unless ``a`` and ``b`` have the same dtype (no silent float32/float64 upcast)."""
+    if a.dtype != b.dtype:
+        raise TypeError(
+            f"{name_a} and {name_b} must have the same dtype, got {a.dtype} and {b.dtype} "
+            "(convert one of them explicitly)"
+        )
+
+
+def check_floating_dtype(name: str, dtype: object) -> torch.dtype:
+    """Raise unless ``dtype`` is a floating-point torch dtype (float16/32/64, bfloat16)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point torch dtype, got {dtype!r}")
+    return dtype
