@@ -127,3 +127,14 @@ def test_appendices_are_lettered_by_the_local_extension() -> None:
         part.get("caption") for part in yaml.safe_load((ROOT / "_toc.yml").read_text())["parts"]
     ]
     assert config["sphinx"]["config"]["appendix_caption"] in captions
+
+
+def test_bibliography_parses_and_every_key_is_unique() -> None:
+    """One unbalanced brace aborts the whole book build; catch it here in a second."""
+    from pybtex.database import parse_file
+
+    source = (ROOT / "book" / "references.bib").read_text()
+    keys = re.findall(r"^@\w+\{([^,]+),", source, flags=re.M)
+    assert len(keys) == len(set(keys)), "duplicate bibliography keys"
+    database = parse_file(str(ROOT / "book" / "references.bib"))
+    assert sorted(database.entries) == sorted(keys)
