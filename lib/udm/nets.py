@@ -1,9 +1,10 @@
-"""Small networks used across the chapters: an MLP, a sinusoidal time embedding, a denoiser.
+"""Small networks used across the chapters: an MLP, a sinusoidal time embedding, denoisers.
 
-The book's toy data are 2-D points and flattened 8x8 digits, so every network here is
-a multilayer perceptron small enough (tens of thousands of parameters) to train on a
-laptop CPU in seconds. :class:`TimeConditionedMLP` is the one network behind every
-denoiser, noise predictor and score model in the book: what it is trained to output
+The book's toy data are 2-D points and flattened 8x8 digits, so the networks here are
+small enough (tens of thousands of parameters) to train on a laptop CPU in seconds.
+:class:`TimeConditionedMLP` is the network behind most denoisers, noise predictors and score
+models in the book; :class:`SmallUNet`, a convolutional U-Net with the same flat interface, is
+the image denoiser of the chapter on latent diffusion. What a network is trained to output
 is decided by the chapter's loss, not by the network.
 """
 
