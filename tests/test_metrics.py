@@ -182,3 +182,99 @@ def test_non_finite_points_are_named():
         sliced_wasserstein(x * float("inf"), x)
     with pytest.raises(ValueError, match="samples must be finite"):
         mode_coverage(torch.full((3, 2), float("nan")), torch.zeros(2, 2), 0.1)
+
+
+# ------------------------------------------------------------------ Fréchet distance
+def _random_spd(dim: int, seed: int) -> torch.Tensor:
+    a = torch.randn(dim, dim, generator=_generator(seed), dtype=F64)
+    return a @ a.T + 0.1 * torch.eye(dim, dtype=F64)
+
+
+def test_frechet_distance_of_one_dimensional_gaussians_is_the_quantile_formula():
+    # W2^2 between N(m1, s1^2) and N(m2, s2^2) is (m1 - m2)^2 + (s1 - s2)^2.
+    d2 = metrics.gaussian_frechet_distance(
+        torch.tensor([0.3], dtype=F64),
+        torch.tensor([[4.0]], dtype=F64),
+        torch.tensor([-1.2], dtype=F64),
+        torch.tensor([[0.25]], dtype=F64),
+    )
+    assert d2 == pytest.approx(1.5**2 + (2.0 - 0.5) ** 2, rel=1e-12)
+
+
+def test_frechet_distance_with_diagonal_covariances():
+    a, b = torch.tensor([1.0, 4.0, 9.0], dtype=F64), torch.tensor([0.25, 4.0, 1.0], dtype=F64)
+    m1, m2 = torch.tensor([1.0, 2.0, 3.0], dtype=F64), torch.tensor([0.0, 2.0, 5.0], dtype=F64)
+    expected = ((m1 - m2) ** 2).sum() + ((a.sqrt() - b.sqrt()) ** 2).sum()
+    got = metrics.gaussian_frechet_distance(m1, torch.diag(a), m2, torch.diag(b))
+    assert got == pytest.approx(expected.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_frechet_distance_of_non_commuting_2x2_covariances(seed):
+    # For 2x2 PSD M, tr sqrt(M) = sqrt(tr M + 2 sqrt(det M)); with M = C1^{1/2} C2 C1^{1/2},
+    # tr M = tr(C1 C2) and det M = det C1 det C2, so no matrix square root is needed.
+    c1, c2 = _random_spd(2, seed), _random_spd(2, seed + 10)
+    trace_root = math.sqrt(
+        torch.trace(c1 @ c2).item() + 2 * math.sqrt(torch.det(c1).item() * torch.det(c2).item())
+    )
+    expected = torch.trace(c1).item() + torch.trace(c2).item() - 2 * trace_root
+    zeros = torch.zeros(2, dtype=F64)
+    got = metrics.gaussian_frechet_distance(zeros, c1, zeros, c2)
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert got == pytest.approx(metrics.gaussian_frechet_distance(zeros, c2, zeros, c1), rel=1e-9)
+
+
+def test_frechet_distance_is_zero_for_identical_gaussians_and_positive_otherwise():
+    c = _random_spd(5, 3)
+    m = torch.randn(5, generator=_generator(4), dtype=F64)
+    assert metrics.gaussian_frechet_distance(m, c, m, c) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.gaussian_frechet_distance(m, c, m, 2 * c) > 0.1
+
+
+def test_frechet_distance_of_samples_approaches_the_closed_form_with_its_bias():
+    # Two samples of N(0, I_d) and N(m, I_d): the population value is |m|^2; the plug-in
+    # estimate's mean term alone is biased up by tr(I)(1/N1 + 1/N2) = d (1/N1 + 1/N2).
+    d, n1, n2 = 4, 20_000, 40_000
+    g = _generator(5)
+    shift = torch.tensor([1.0, -0.5, 0.0, 2.0], dtype=F64)
+    x = torch.randn(n1, d, generator=g, dtype=F64)
+    y = torch.randn(n2, d, generator=g, dtype=F64) + shift
+    got = metrics.frechet_distance(x, y)
+    expected = shift.square().sum().item() + d * (1 / n1 + 1 / n2)
+    assert got == pytest.approx(expected, abs=0.01)
+
+
+def test_frechet_distance_floor_shrinks_like_one_over_n():
+    d = 3
+    g = _generator(6)
+    floors = {}
+    for n in (50, 400):
+        values = [
+            metrics.frechet_distance(
+                torch.randn(n, d, generator=g, dtype=F64), torch.randn(n, d, generator=g, dtype=F64)
+            )
+            for _ in range(200)
+        ]
+        floors[n] = sum(values) / len(values)
+    # Mean term 2d/n (exact) plus, to leading order, a covariance term (1/4) E||S1 - S2||_F^2
+    # = d(d + 1)/(2n) (Wishart: Var S_ij = (1 + [i = j]) / n): in all d(d + 5)/(2n).
+    assert 6 < floors[50] / floors[400] < 10
+    assert floors[400] == pytest.approx(d * (d + 5) / (2 * 400), rel=0.15)
+
+
+def test_frechet_distance_rejects_bad_input():
+    eye, zero = torch.eye(2, dtype=F64), torch.zeros(2, dtype=F64)
+    with pytest.raises(ValueError, match="cov_2"):
+        metrics.gaussian_frechet_distance(zero, eye, zero, torch.eye(3, dtype=F64))
+    with pytest.raises(ValueError, match="symmetric"):
+        metrics.gaussian_frechet_distance(zero, eye, zero, torch.tensor([[1.0, 0.5], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="mean_1"):
+        metrics.gaussian_frechet_distance(eye, eye, zero, eye)
+    with pytest.raises(TypeError, match="mean_2"):
+        metrics.gaussian_frechet_distance(zero, eye, [0.0, 0.0], eye)
+    with pytest.raises(ValueError, match="features_2"):
+        metrics.frechet_distance(torch.randn(10, 3), torch.randn(10, 4))
+    with pytest.raises(ValueError, match="features"):
+        metrics.frechet_distance(torch.randn(1, 3), torch.randn(10, 3))
+    with pytest.raises(ValueError, match="finite"):
+        metrics.gaussian_frechet_distance(zero, eye, torch.tensor([float("nan"), 0.0]), eye)

@@ -203,3 +203,125 @@ def test_input_of_another_dtype_than_the_weights_is_named():
     with pytest.raises(TypeError, match="x has dtype torch.float64"):
         MLP(2, 1)(torch.zeros(3, 2, dtype=torch.float64))
     assert net.double()(torch.zeros(3, 2, dtype=torch.float64), t).dtype == torch.float64
+
+
+# ------------------------------------------------------------------ the small U-Net
+def test_small_unet_shapes_and_zero_start():
+    from udm.nets import SmallUNet
+
+    net = SmallUNet((1, 8, 8), width=8, n_classes=10, time_scale=1000.0)
+    x = torch.randn(5, 64)
+    out = net(x, torch.rand(5), torch.arange(5))
+    assert out.shape == (5, 64)
+    assert torch.equal(out, torch.zeros_like(out))  # the output convolution starts at zero
+    two_channels = SmallUNet((2, 4, 6), width=8)
+    assert two_channels(torch.randn(3, 48), torch.rand(3)).shape == (3, 48)
+
+
+def _trained_a_little(net):
+    """A U-Net whose output layer is no longer zero (so its inputs can be told apart)."""
+    for p in net.head.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return net
+
+
+def test_small_unet_depends_on_time_and_label_and_null_label_is_default():
+    from udm.nets import SmallUNet
+
+    torch.manual_seed(0)
+    net = _trained_a_little(SmallUNet(width=8, n_classes=3, time_scale=1000.0))
+    x = torch.randn(4, 64)
+    t = torch.full((4,), 0.3)
+    base = net(x, t, torch.zeros(4, dtype=torch.int64))
+    assert not torch.allclose(
+        base, net(x, torch.full((4,), 0.7), torch.zeros(4, dtype=torch.int64))
+    )
+    assert not torch.allclose(base, net(x, t, torch.ones(4, dtype=torch.int64)))
+    assert torch.equal(net(x, t), net(x, t, torch.full((4,), 3, dtype=torch.int64)))
+
+
+def test_small_unet_examples_are_independent_and_skip_connection_matters():
+    from udm.nets import SmallUNet
+
+    torch.manual_seed(1)
+    net = _trained_a_little(SmallUNet(width=8)).eval()
+    x, t = torch.randn(6, 64), torch.rand(6)
+    batch = net(x, t)
+    alone = torch.cat([net(x[i : i + 1], t[i : i + 1]) for i in range(6)])
+    assert torch.allclose(batch, alone, atol=1e-6)  # GroupNorm: no mixing across the batch
+    # Cut the coarse path (the upsampling returns zeros): the output still depends on the
+    # input, through the skip connection alone.
+    net.upsample = _Zeros()
+    x2 = x.clone()
+    x2[:, 0] += 1.0
+    assert (net(x2, t) - net(x, t)).abs().max() > 1e-3
+
+
+class _Zeros(nn.Module):
+    """A stand-in for the upsampling path that outputs zeros of the right shape."""
+
+    def forward(self, h):
+        return torch.zeros(h.shape[0], h.shape[1] // 2, 2 * h.shape[2], 2 * h.shape[3])
+
+
+def test_small_unet_is_translation_equivariant_away_from_borders_in_its_convolutions():
+    # The stem is a convolution: shifting the input by 2 pixels (a multiple of the stride)
+    # shifts its output, away from the zero-padded border.
+    from udm.nets import SmallUNet
+
+    net = SmallUNet(width=8)
+    image = torch.zeros(1, 1, 8, 8)
+    image[0, 0, 2, 2] = 1.0
+    shifted = torch.roll(image, shifts=(2, 2), dims=(2, 3))
+    a, b = net.stem(image), net.stem(shifted)
+    assert torch.allclose(a[..., 1:4, 1:4], b[..., 3:6, 3:6], atol=1e-6)
+
+
+def test_small_unet_trains_on_a_tiny_problem():
+    from udm.nets import SmallUNet
+
+    torch.manual_seed(2)
+    net = SmallUNet(width=8)
+    target = torch.randn(1, 64).repeat(32, 1)
+    history = train(
+        net,
+        lambda m, b: (m(b[0], torch.zeros(len(b[0]))) - target).square().mean(),
+        torch.randn(32, 64),
+        steps=150,
+        batch_size=32,
+        lr=1e-2,
+        progress=False,
+        device="cpu",
+    )
+    assert history.final_loss < 0.1 * history.losses[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "call", "error", "match"),
+    [
+        ({"image_shape": (1, 7, 8)}, None, ValueError, "even"),
+        ({"image_shape": (8, 8)}, None, ValueError, "image_shape"),
+        ({"width": 0}, None, ValueError, "width"),
+        ({}, (torch.randn(2, 63), torch.rand(2)), ValueError, "x must have shape"),
+        ({}, (torch.randn(2, 64), torch.rand(3)), ValueError, "t"),
+        ({}, (torch.randn(2, 64).double(), torch.rand(2)), TypeError, "dtype"),
+        (
+            {},
+            (torch.randn(2, 64), torch.rand(2), torch.zeros(2, dtype=torch.int64)),
+            ValueError,
+            "n_classes=None",
+        ),
+        (
+            {"n_classes": 3},
+            (torch.randn(2, 64), torch.rand(2), torch.tensor([0, 4])),
+            ValueError,
+            "labels",
+        ),
+    ],
+)
+def test_small_unet_validates(kwargs, call, error, match):
+    from udm.nets import SmallUNet
+
+    with pytest.raises(error, match=match):
+        net = SmallUNet(**kwargs)
+        net(*call)

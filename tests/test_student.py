@@ -43,6 +43,7 @@ CHAPTERS = student.toc_chapters(ROOT)
 # lead empties it (the test fails for a listed chapter that is already collapsed).
 NOT_YET_COLLAPSED = {path.stem for path in CHAPTERS} - {
     "a3_common_mistakes",
+    "13_latent_diffusion",
     "01_autoencoders",
     "02_elbo",
     "03_vae",

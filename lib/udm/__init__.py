@@ -9,8 +9,9 @@ One module per idea, each read next to the chapter that introduces it:
 ``udm.gaussian``            diagonal-Gaussian densities, KL divergences, sampling (Ch. 3)
 ``udm.symbolic``            SymPy helpers for the derivation checks (every chapter)
 ``udm.toy``                 data with exact ground truth: Gaussian mixtures, 8x8 digits
-``udm.metrics``             sliced and exact Wasserstein distances, mode coverage
-``udm.nets``                small networks (MLPs, time embeddings)
+``udm.metrics``             sliced and exact Wasserstein distances, mode coverage, the
+                            Fréchet distance of feature Gaussians (Ch. 13)
+``udm.nets``                small networks (MLPs, time embeddings, a small U-Net)
 ``udm.train``               the one training loop every chapter uses
 ``udm.plot``                the book's figure style
 ``udm.autoencoder``         the deterministic autoencoder (Ch. 1)
@@ -28,6 +29,7 @@ One module per idea, each read next to the chapter that introduces it:
 ``udm.guidance``            classifier and classifier-free guidance as denoisers (Ch. 9)
 ``udm.likelihood``          exact log-likelihoods of ODE flows (Ch. 10)
 ``udm.flows``               flow matching's couplings (minibatch OT, reflow), straightness (Ch. 11)
+``udm.latent``              latent diffusion's glue: scaled autoencoder codes (Ch. 13)
 ``udm.conventions``         other papers' and libraries' schedule conventions (appendix)
 ==========================  ========================================================
 

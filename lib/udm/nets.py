@@ -1,9 +1,10 @@
-"""Small networks used across the chapters: an MLP, a sinusoidal time embedding, a denoiser.
+"""Small networks used across the chapters: an MLP, a sinusoidal time embedding, denoisers.
 
-The book's toy data are 2-D points and flattened 8x8 digits, so every network here is
-a multilayer perceptron small enough (tens of thousands of parameters) to train on a
-laptop CPU in seconds. :class:`TimeConditionedMLP` is the one network behind every
-denoiser, noise predictor and score model in the book: what it is trained to output
+The book's toy data are 2-D points and flattened 8x8 digits, so the networks here are
+small enough (tens of thousands of parameters) to train on a laptop CPU in seconds.
+:class:`TimeConditionedMLP` is the network behind most denoisers, noise predictors and score
+models in the book; :class:`SmallUNet`, a convolutional U-Net with the same flat interface, is
+the image denoiser of the chapter on latent diffusion. What a network is trained to output
 is decided by the chapter's loss, not by the network.
 """
 
@@ -179,3 +180,147 @@ class TimeConditionedMLP(nn.Module):
                 )
             embedding = embedding + self.label_embed(y)
         return self.net(torch.cat([x, embedding], dim=1))
+
+
+# ------------------------------------------------------------------ a small U-Net
+def _groups(channels: int) -> int:
+    """Groups for GroupNorm: 8 where the channels divide evenly, else 1 (layer norm)."""
+    return 8 if channels % 8 == 0 else 1
+
+
+class _ResidualBlock(nn.Module):
+    """norm -> SiLU -> conv, add the embedding per channel, norm -> SiLU -> conv, plus a skip."""
+
+    def __init__(self, channels_in: int, channels_out: int, embed_dim: int) -> None:
+        super().__init__()
+        self.norm_in = nn.GroupNorm(_groups(channels_in), channels_in)
+        self.conv_in = nn.Conv2d(channels_in, channels_out, 3, padding=1)
+        self.embed = nn.Linear(embed_dim, channels_out)
+        self.norm_out = nn.GroupNorm(_groups(channels_out), channels_out)
+        self.conv_out = nn.Conv2d(channels_out, channels_out, 3, padding=1)
+        self.skip = (
+            nn.Identity()
+            if channels_in == channels_out
+            else nn.Conv2d(channels_in, channels_out, 1)
+        )
+
+    def forward(self, h: Tensor, embedding: Tensor) -> Tensor:
+        out = self.conv_in(nn.functional.silu(self.norm_in(h)))
+        out = out + self.embed(embedding)[:, :, None, None]
+        out = self.conv_out(nn.functional.silu(self.norm_out(out)))
+        return out + self.skip(h)
+
+
+class SmallUNet(nn.Module):
+    """A two-level U-Net for small images, with the flat interface of :class:`TimeConditionedMLP`.
+
+    ``forward(x, t[, y])`` takes flattened images ``x`` of shape ``(B, C*H*W)`` (what
+    :class:`udm.parameterizations.Denoiser` passes) and returns the same shape. Inside,
+    ``x`` is viewed as ``(B, C, H, W)`` (``image_shape``, H and W even) and goes through
+
+    - a 3x3 convolution to ``width`` channels and a residual block at full resolution,
+    - a stride-2 convolution to ``2 * width`` channels at half resolution, two residual blocks,
+    - nearest-neighbour upsampling and a 3x3 convolution back to ``width`` channels, joined
+      (concatenated) with the full-resolution features saved on the way down (the U-Net's
+      skip connection), one residual block, and a 3x3 convolution to ``C`` channels.
+
+    Every residual block adds a per-channel shift computed from the time embedding
+    (:class:`SinusoidalTimeEmbedding` of ``t * time_scale`` and a small MLP), plus the label
+    embedding when ``n_classes`` is set; the label ``n_classes`` means *no label*, exactly as
+    in :class:`TimeConditionedMLP`, so :func:`udm.guidance.cfg_training_loss` and
+    :class:`udm.guidance.ClassifierFreeGuidance` use either network. The output convolution
+    starts at zero, so an untrained network outputs 0. Convolutions share their weights
+    across positions, which is what an MLP on flattened pixels cannot do.
+
+    Book: the convolutional denoiser of the Chapter on latent diffusion and images.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (1, 8, 8),
+        width: int = 32,
+        time_dim: int = 32,
+        n_classes: int | None = None,
+        time_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not (
+            isinstance(image_shape, tuple)
+            and len(image_shape) == 3
+            and all(isinstance(n, int) and n >= 1 for n in image_shape)
+        ):
+            raise ValueError(f"image_shape must be a tuple (C, H, W) of ints, got {image_shape!r}")
+        if image_shape[1] % 2 or image_shape[2] % 2:
+            raise ValueError(
+                f"image_shape must have even H and W (one downsampling), got {image_shape}"
+            )
+        check_int_at_least("width", width, 1)
+        check_positive("time_scale", time_scale)
+        if n_classes is not None:
+            check_int_at_least("n_classes", n_classes, 1)
+        channels = image_shape[0]
+        self.image_shape = image_shape
+        self.data_dim = math.prod(image_shape)
+        self.n_classes = n_classes
+        self.time_scale = time_scale
+        self.time_embed = nn.Sequential(
+            SinusoidalTimeEmbedding(time_dim),
+            nn.Linear(time_dim, time_dim),
+            nn.SiLU(),
+            nn.Linear(time_dim, time_dim),
+        )
+        self.label_embed = nn.Embedding(n_classes + 1, time_dim) if n_classes is not None else None
+        self.stem = nn.Conv2d(channels, width, 3, padding=1)
+        self.down_block = _ResidualBlock(width, width, time_dim)
+        self.downsample = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        self.middle = nn.ModuleList(
+            [_ResidualBlock(2 * width, 2 * width, time_dim) for _ in range(2)]
+        )
+        self.upsample = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * width, width, 3, padding=1)
+        )
+        self.up_block = _ResidualBlock(2 * width, width, time_dim)
+        self.head = nn.Sequential(
+            nn.GroupNorm(_groups(width), width), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1)
+        )
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def _embedding(self, t: Tensor, y: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """Time embedding plus label embedding, shape (B, time_dim); checks t and y."""
+        check_batch_vector("t", t, batch)
+        _check_real("t", t)
+        embedding = self.time_embed(t * self.time_scale)
+        if self.label_embed is None:
+            if y is not None:
+                raise ValueError("y was given but this network was built with n_classes=None")
+            return embedding
+        if y is None:
+            y = torch.full((batch,), self.n_classes, dtype=torch.int64, device=device)
+        check_batch_vector("y", y, batch)
+        if y.dtype != torch.int64:
+            raise TypeError(f"y must have dtype torch.int64, got {y.dtype}")
+        if y.numel() and (y.min() < 0 or y.max() > self.n_classes):
+            raise ValueError(
+                f"y must hold labels in 0..{self.n_classes} ({self.n_classes} = no label), "
+                f"got values from {y.min().item()} to {y.max().item()}"
+            )
+        return embedding + self.label_embed(y)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """Apply the U-Net to flattened images ``x`` (B, C*H*W) at times ``t`` (B,); see the class.
+
+        ``x`` must have the dtype of the weights; ``y`` (int64, (B,)) as in
+        :meth:`TimeConditionedMLP.forward`.
+        """
+        check_tensor("x", x, shape=(None, self.data_dim))
+        _check_dtype(x, self)
+        batch = x.shape[0]
+        embedding = self._embedding(t, y, batch, x.device).to(x.dtype)
+        h = self.stem(x.view(batch, *self.image_shape))
+        full = self.down_block(h, embedding)
+        h = self.downsample(full)
+        for block in self.middle:
+            h = block(h, embedding)
+        h = self.up_block(torch.cat([self.upsample(h), full], dim=1), embedding)
+        return self.head(h).reshape(batch, self.data_dim)
