@@ -36,9 +36,12 @@ sampler                                NFE, n steps     order (measured in tests
 :func:`predictor_corrector`            2n - 1           weak 1 while the corrector's bias
                                                         (~ snr^2, fixed) is smaller
 :func:`edm_stochastic` (churn)         2n - 1           2 (churn = 0 is :func:`heun`)
+:func:`dpm_solver` (lambda = log a/s)  n or 2n - 1      1 (order=1, = DDIM) or 2 (order=2)
+:func:`dpm_solver_2m` (multistep)      n                2 (tests/test_fast_samplers)
 =====================================  ===============  ======================================
 
-Book: Chapter on score-based models (the reverse SDE, the probability-flow ODE, DDIM).
+Book: Chapter on score-based models (the reverse SDE, the probability-flow ODE, DDIM);
+Chapter on fast sampling (the exponential integrators).
 """
 
 from __future__ import annotations
