@@ -119,13 +119,15 @@ def distill(
     batch_size: int = 512,
     lr: float = 3e-4,
     seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> list[tuple[Denoiser, Tensor]]:
     """``rounds`` rounds of progressive distillation from ``teacher`` sampled on ``grid``.
 
     Each round copies the current teacher into a student, trains it for ``steps`` Adam steps
     on :func:`distillation_loss` (book seed ``seed + round``), freezes it and makes it the
-    next round's teacher on the halved grid. Returns [(student, its grid), ...], one per
-    round: grids of 2K / 2, 2K / 4, ... steps.
+    next round's teacher on the halved grid. ``device`` is passed to :func:`udm.train.train`
+    (default: its default device); the teacher should already be there. Returns
+    [(student, its grid), ...], one per round: grids of 2K / 2, 2K / 4, ... steps.
 
     Book: eq. (eq-pd-loss), Chapter on fast sampling.
     """
@@ -150,6 +152,7 @@ def distill(
             batch_size=batch_size,
             lr=lr,
             seed=seed + k,
+            device=device,
             progress=False,
         )
         student.eval().requires_grad_(False)
