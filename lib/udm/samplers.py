@@ -36,7 +36,7 @@ sampler                                NFE, n steps     order (measured in tests
 :func:`predictor_corrector`            2n - 1           weak 1 while the corrector's bias
                                                         (~ snr^2, fixed) is smaller
 :func:`edm_stochastic` (churn)         2n - 1           2 (churn = 0 is :func:`heun`)
-:func:`dpm_solver` (lambda = log a/s)  n or 2n - 1      1 (order=1, = DDIM) or 2 (order=2)
+:func:`dpm_solver` (ell = log a/s)     n or 2n - 1      1 (order=1, = DDIM) or 2 (order=2)
 :func:`dpm_solver_2m` (multistep)      n                2 (tests/test_fast_samplers)
 =====================================  ===============  ======================================
 
@@ -557,7 +557,7 @@ def edm_stochastic(
 
 # --------------------------------------------------- exponential integrators
 def _half_log_snrs(run: _Run) -> list[float]:
-    """lambda_i = log(a_i / s_i) at every grid time: -inf where a = 0, +inf at t = 0."""
+    """ell_i = log(a_i / s_i) at every grid time: -inf where a = 0, +inf at t = 0."""
     return [
         (math.log(a) if a > 0 else -math.inf) - (math.log(s) if s > 0 else -math.inf)
         for a, s in zip(run.a, run.s, strict=True)
@@ -581,20 +581,21 @@ def dpm_solver(
     order: int = 2,
     return_trajectory: bool = False,
 ) -> Tensor:
-    """The exponential integrator of the probability-flow ODE in lambda = log(a/s), one step at
+    """The exponential integrator of the probability-flow ODE in ell = log(a/s), one step at
     a time (DPM-Solver++ in its data-prediction form, "2S" for order 2).
 
-    In lambda the flow is d(x / s) / d lambda = e^lambda x0_hat: its linear part is solved
-    exactly, and only x0_hat is approximated over a step of h = lambda_next - lambda > 0:
+    In ell (half the log-SNR; DPM-Solver's lambda) the flow is d(x / s) / d ell = e^ell x0_hat:
+    its linear part is solved exactly, and only x0_hat is approximated over a step of
+    h = ell_next - ell > 0:
 
         x_next = (s_next / s) x + a_next (1 - e^(-h)) D.
 
     ``order=1`` takes D = x0_hat(x, t): exactly DDIM's step (:func:`ddim`, eta = 0), one
-    evaluation a step. ``order=2`` takes D = x0_hat at the midpoint lambda + h / 2, reached by
+    evaluation a step. ``order=2`` takes D = x0_hat at the midpoint ell + h / 2, reached by
     a first-order half step: second order, two evaluations a step. A step from a = 0
-    (lambda = -inf, the straight line's t = 1) is first order; the last step, into t = 0,
+    (ell = -inf, the straight line's t = 1) is first order; the last step, into t = 0,
     returns x0_hat. NFE for n steps: n (order 1), 2n - 1 (order 2). Half of ``path.log_snr``
-    is this lambda.
+    is this ell.
 
     Book: eq. (eq-exp-integrator) and eq. (eq-dpm-solver-2), Chapter on fast sampling.
     """
@@ -648,7 +649,7 @@ def dpm_solver_2m(
     a step.
 
     The step of :func:`dpm_solver`, x_next = (s_next / s) x + a_next (1 - e^(-h)) D, with D
-    extrapolated linearly in lambda from this step's x0_hat and the previous step's:
+    extrapolated linearly in ell from this step's x0_hat and the previous step's:
 
         D = (1 + 1 / (2 r)) x0_hat_i - 1 / (2 r) x0_hat_(i-1),    r = h_(i-1) / h_i.
 
