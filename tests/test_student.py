@@ -50,6 +50,8 @@ NOT_YET_COLLAPSED = {path.stem for path in CHAPTERS} - {
     "05_hierarchical_vae",
     "a1_thermodynamics",
     "a2_notation_crosswalk",
+    "14_summary",
+    "11_flow_matching",
     "12_fast_sampling",
 }
 BUILD = ROOT / "_build"

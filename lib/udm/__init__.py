@@ -28,6 +28,7 @@ One module per idea, each read next to the chapter that introduces it:
 ``udm.score``               score matching, Langevin and annealed Langevin (Ch. 8)
 ``udm.guidance``            classifier and classifier-free guidance as denoisers (Ch. 9)
 ``udm.likelihood``          exact log-likelihoods of ODE flows (Ch. 10)
+``udm.flows``               flow matching's couplings (minibatch OT, reflow), straightness (Ch. 11)
 ``udm.conventions``         other papers' and libraries' schedule conventions (appendix)
 ==========================  ========================================================
 
