@@ -24,7 +24,8 @@ One module per idea, each read next to the chapter that introduces it:
 ``udm.diffusion``           forward steps, posterior, ELBO terms of the discrete chain (Ch. 6)
 ``udm.parameterizations``   x_0, noise, score, v, velocity; the Denoiser and its loss (Ch. 7)
 ``udm.samplers``            ancestral, DDIM, Euler, Heun, Euler-Maruyama, predictor-corrector,
-                            EDM; grids (Ch. 6-9)
+                            EDM, exponential integrators (DPM-Solver); grids (Ch. 6-9, 12)
+``udm.distill``             progressive distillation to few-step samplers (Ch. 12)
 ``udm.score``               score matching, Langevin and annealed Langevin (Ch. 8)
 ``udm.guidance``            classifier and classifier-free guidance as denoisers (Ch. 9)
 ``udm.likelihood``          exact log-likelihoods of ODE flows (Ch. 10)

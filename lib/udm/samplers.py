@@ -36,9 +36,12 @@ sampler                                NFE, n steps     order (measured in tests
 :func:`predictor_corrector`            2n - 1           weak 1 while the corrector's bias
                                                         (~ snr^2, fixed) is smaller
 :func:`edm_stochastic` (churn)         2n - 1           2 (churn = 0 is :func:`heun`)
+:func:`dpm_solver` (ell = log a/s)     n or 2n - 1      1 (order=1, = DDIM) or 2 (order=2)
+:func:`dpm_solver_2m` (multistep)      n                2 (tests/test_fast_samplers)
 =====================================  ===============  ======================================
 
-Book: Chapter on score-based models (the reverse SDE, the probability-flow ODE, DDIM).
+Book: Chapter on score-based models (the reverse SDE, the probability-flow ODE, DDIM);
+Chapter on fast sampling (the exponential integrators).
 """
 
 from __future__ import annotations
@@ -548,5 +551,127 @@ def edm_stochastic(
             x = torch.add(x * (a / run.a[i]), run.noise(x), alpha=a * noise_std * noise_scale)
         x0 = denoiser(x, t)
         x = _heun_step_in_sigma(denoiser, run, x, x0, a, s, i)
+        run.record(x)
+    return run.finish(x)
+
+
+# --------------------------------------------------- exponential integrators
+def _half_log_snrs(run: _Run) -> list[float]:
+    """ell_i = log(a_i / s_i) at every grid time: -inf where a = 0, +inf at t = 0."""
+    return [
+        (math.log(a) if a > 0 else -math.inf) - (math.log(s) if s > 0 else -math.inf)
+        for a, s in zip(run.a, run.s, strict=True)
+    ]
+
+
+def _exponential_step(
+    run: _Run, i: int, x: Tensor, x0: Tensor, a_next: float, s_next: float, h: float
+) -> Tensor:
+    """x_next = (s_next / s_i) x + a_next (1 - e^(-h)) x0: the exact flow for a constant x0."""
+    return torch.add(x0 * (a_next * -math.expm1(-h)), x, alpha=s_next / run.s[i])
+
+
+@torch.no_grad()
+def dpm_solver(
+    denoiser: DenoiserFn,
+    path: Path,
+    grid: Tensor,
+    x_init: Tensor,
+    *,
+    order: int = 2,
+    return_trajectory: bool = False,
+) -> Tensor:
+    """The exponential integrator of the probability-flow ODE in ell = log(a/s), one step at
+    a time (DPM-Solver++ in its data-prediction form, "2S" for order 2).
+
+    In ell (half the log-SNR; DPM-Solver's lambda) the flow is d(x / s) / d ell = e^ell x0_hat:
+    its linear part is solved exactly, and only x0_hat is approximated over a step of
+    h = ell_next - ell > 0:
+
+        x_next = (s_next / s) x + a_next (1 - e^(-h)) D.
+
+    ``order=1`` takes D = x0_hat(x, t): exactly DDIM's step (:func:`ddim`, eta = 0), one
+    evaluation a step. ``order=2`` takes D = x0_hat at the midpoint ell + h / 2, reached by
+    a first-order half step: second order, two evaluations a step. A step from a = 0
+    (ell = -inf, the straight line's t = 1) is first order; the last step, into t = 0,
+    returns x0_hat. NFE for n steps: n (order 1), 2n - 1 (order 2). Half of ``path.log_snr``
+    is this ell.
+
+    Book: eq. (eq-exp-integrator) and eq. (eq-dpm-solver-2), Chapter on fast sampling.
+    """
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2, got {order!r}")
+    check_path(path)
+    times = check_grid(grid, path)
+    c = path.coefficients(times)
+    lam = (c.a.log() - c.s.log()).tolist()
+    mids = [
+        (lam[i] + lam[i + 1]) if math.isfinite(lam[i]) else math.nan for i in range(len(lam) - 2)
+    ]
+    finite = [m for m in mids if math.isfinite(m)] if order == 2 else []
+    mid_times = path.t_from_log_snr(torch.tensor(finite, dtype=torch.float64))
+    run = _Run(denoiser, path, grid, x_init, None, return_trajectory, extra_times=mid_times)
+    mid_coefficients = path.coefficients(mid_times)
+    mid_table = iter(
+        zip(
+            mid_times.tolist(),
+            mid_coefficients.a.tolist(),
+            mid_coefficients.s.tolist(),
+            strict=True,
+        )
+    )
+    x = x_init
+    for i in range(run.n):
+        x0 = denoiser(x, run.t[i])
+        if i == run.n - 1:
+            x = x0
+        else:
+            h = lam[i + 1] - lam[i]
+            if order == 2 and math.isfinite(lam[i]):
+                t_mid, a_mid, s_mid = next(mid_table)
+                x_mid = _exponential_step(run, i, x, x0, a_mid, s_mid, h / 2)
+                x0 = denoiser(x_mid, t_mid)
+            x = _exponential_step(run, i, x, x0, run.a[i + 1], run.s[i + 1], h)
+        run.record(x)
+    return run.finish(x)
+
+
+@torch.no_grad()
+def dpm_solver_2m(
+    denoiser: DenoiserFn,
+    path: Path,
+    grid: Tensor,
+    x_init: Tensor,
+    *,
+    return_trajectory: bool = False,
+) -> Tensor:
+    """The second-order multistep exponential integrator (DPM-Solver++(2M)): one evaluation
+    a step.
+
+    The step of :func:`dpm_solver`, x_next = (s_next / s) x + a_next (1 - e^(-h)) D, with D
+    extrapolated linearly in ell from this step's x0_hat and the previous step's:
+
+        D = (1 + 1 / (2 r)) x0_hat_i - 1 / (2 r) x0_hat_(i-1),    r = h_(i-1) / h_i.
+
+    The first step (no previous value) and a step after an infinite one are first order
+    (DDIM); the last step, into t = 0, returns x0_hat. Second order, NFE = n for n steps.
+
+    Book: eq. (eq-dpm-solver-2m), Chapter on fast sampling.
+    """
+    run = _Run(denoiser, path, grid, x_init, None, return_trajectory)
+    lam = _half_log_snrs(run)
+    x, previous, h_previous = x_init, None, math.inf
+    for i in range(run.n):
+        x0 = denoiser(x, run.t[i])
+        if i == run.n - 1:
+            x = x0
+        else:
+            h = lam[i + 1] - lam[i]
+            d = x0
+            if previous is not None and math.isfinite(h_previous) and math.isfinite(h):
+                w = 0.5 * h / h_previous  # 1 / (2 r)
+                d = torch.add(x0 * (1.0 + w), previous, alpha=-w)
+            x = _exponential_step(run, i, x, d, run.a[i + 1], run.s[i + 1], h)
+            previous, h_previous = x0, h
         run.record(x)
     return run.finish(x)
