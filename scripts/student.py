@@ -47,8 +47,6 @@ NOT_YET_INSTRUMENTED = {
     "07_parameterizations",
     "08_score_based",
     "09_guidance",
-    "14_summary",
-    "a2_notation_crosswalk",
 }
 COMPLETE = ".complete"  # marks a key that every chapter's run finished writing
 STUB_TAG = "udm-answer-stub"  # metadata key of the stub cells: {"udm-answer-stub": label}
