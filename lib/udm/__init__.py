@@ -26,7 +26,7 @@ One module per idea, each read next to the chapter that introduces it:
                             EDM; grids (Ch. 6-9)
 ``udm.score``               score matching, Langevin and annealed Langevin (Ch. 8)
 ``udm.guidance``            classifier and classifier-free guidance as denoisers (Ch. 9)
-``udm.likelihood``          exact log-likelihoods of ODE flows (Ch. 10)
+``udm.likelihood``          exact log-likelihoods of ODE flows; the continuous-time ELBO (Ch. 10)
 ``udm.conventions``         other papers' and libraries' schedule conventions (appendix)
 ==========================  ========================================================
 
