@@ -50,6 +50,7 @@ NOT_YET_COLLAPSED = {path.stem for path in CHAPTERS} - {
     "04_adversarial",
     "05_hierarchical_vae",
     "a1_thermodynamics",
+    "10_continuous_time",
     "a2_notation_crosswalk",
     "14_summary",
     "11_flow_matching",

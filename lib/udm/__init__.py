@@ -28,9 +28,9 @@ One module per idea, each read next to the chapter that introduces it:
 ``udm.distill``             progressive distillation to few-step samplers (Ch. 12)
 ``udm.score``               score matching, Langevin and annealed Langevin (Ch. 8)
 ``udm.guidance``            classifier and classifier-free guidance as denoisers (Ch. 9)
-``udm.likelihood``          exact log-likelihoods of ODE flows (Ch. 10)
 ``udm.flows``               flow matching's couplings (minibatch OT, reflow), straightness (Ch. 11)
 ``udm.latent``              latent diffusion's glue: scaled autoencoder codes (Ch. 13)
+``udm.likelihood``          exact log-likelihoods of ODE flows; the continuous-time ELBO (Ch. 10)
 ``udm.conventions``         other papers' and libraries' schedule conventions (appendix)
 ==========================  ========================================================
 

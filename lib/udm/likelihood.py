@@ -15,6 +15,9 @@ v with E[v v^T] = I; the probes are drawn once and held fixed for the whole solv
 stays deterministic and an adaptive solver can control its error. The ODE is solved with SciPy's
 ``solve_ivp`` (an adaptive, error-controlled Runge-Kutta method), in float64.
 
+:func:`continuous_elbo` is the other road to a diffusion model's likelihood: the variational
+bound of the T-step chain in the limit T -> infinity, a lower bound rather than an exact value.
+
 ``velocity(x, t)`` takes a batch ``x`` of shape (B, ...) and a Python float ``t`` and returns a
 tensor shaped like ``x``: for a diffusion model, the probability-flow ODE's velocity.
 """
@@ -29,7 +32,15 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
-from udm.validate import check_finite, check_int_at_least, check_positive, check_tensor
+from udm.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
+from udm.paths import Path, check_path
+from udm.validate import (
+    check_finite,
+    check_int_at_least,
+    check_positive,
+    check_same_shape,
+    check_tensor,
+)
 
 #: A time-dependent velocity field ``velocity(x (B, ...), t) -> (B, ...)``.
 Velocity = Callable[[Tensor, float], Tensor]
@@ -199,3 +210,107 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
     check_tensor("z", z, min_ndim=2)
     flat = z.reshape(z.shape[0], -1)
     return -0.5 * (flat.square().sum(dim=1) + flat.shape[1] * np.log(2.0 * np.pi))
+
+
+@dataclass(frozen=True)
+class ContinuousELBO:
+    """The terms of the continuous-time ELBO of a diffusion model, in nats, each shape (B,).
+
+    Attributes:
+        reconstruction: log N(x_0; x0_hat(x_{t_min}), sigma(t_min)^2 I), one-sample estimate.
+        prior: KL(q(x_{t_max} | x_0) || N(0, prior_std^2 I)), exact.
+        diffusion: 1/2 int e^lambda ||x_0 - x0_hat(x_lambda)||^2 dlambda over the path's
+            log-SNR range, by Gauss-Legendre quadrature (one noise draw per node or shared).
+        dim: the number of coordinates of one example.
+    """
+
+    reconstruction: Tensor
+    prior: Tensor
+    diffusion: Tensor
+    dim: int
+
+    @property
+    def elbo(self) -> Tensor:
+        """reconstruction - prior - diffusion, shape (B,): a lower bound on log p(x_0)."""
+        return self.reconstruction - self.prior - self.diffusion
+
+    @property
+    def bits_per_dim(self) -> Tensor:
+        """The negative ELBO in bits per coordinate, -elbo / (dim ln 2), shape (B,)."""
+        return -self.elbo / (self.dim * np.log(2.0))
+
+
+def continuous_elbo(
+    denoiser: Callable[[Tensor, Tensor], Tensor],
+    path: Path,
+    x0: Tensor,
+    *,
+    n_nodes: int = 32,
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> ContinuousELBO:
+    """The ELBO of a diffusion model on ``path`` in the limit of infinitely many steps.
+
+    The T-step bound of the Chapter on VDMs, with its steps between ``path.t_min`` and
+    ``path.t_max``, tends as T -> infinity to reconstruction - prior - diffusion with
+
+        diffusion(x_0) = 1/2 int_{lambda(t_max)}^{lambda(t_min)} e^lambda
+                         E_eps ||x_0 - x0_hat(a x_0 + s eps, t(lambda))||^2 dlambda,
+
+    which depends on the path only through the two log-SNR endpoints. The integral is taken
+    by ``n_nodes``-point Gauss-Legendre quadrature in lambda, the decoder at t_min is the
+    Gaussian N(x0_hat, sigma(t_min)^2 I) and the prior N(0, prior_std^2 I). ``noise`` (shaped
+    like ``x0``) is shared by every node and the decoder (common random numbers: the
+    integrand is then one smooth function of lambda per example); without it each node draws
+    its own from ``generator``. ``denoiser(x_t, t)`` takes times as a tensor of shape (B,).
+    Runs without gradients.
+
+    Book: eq. (eq-continuous-loss-lambda), Chapter on continuous time and the likelihood.
+    """
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as denoiser(x_t, t), got {type(denoiser)}")
+    check_path(path)
+    check_tensor("x0", x0, min_ndim=2)
+    check_finite("x0", x0)
+    check_int_at_least("n_nodes", n_nodes, 1)
+    if noise is not None:
+        check_tensor("noise", noise)
+        check_same_shape("x0", x0, "noise", noise)
+        check_finite("noise", noise)
+    low, high = path.log_snr(path.t_max).item(), path.log_snr(path.t_min).item()
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError(f"the log-SNR must be finite at t_min and t_max on {path!r}")
+    nodes, weights = np.polynomial.legendre.leggauss(n_nodes)
+    lambdas = torch.from_numpy(0.5 * (high - low) * nodes + 0.5 * (high + low))
+    weights = torch.from_numpy(0.5 * (high - low) * weights)
+    times = path.t_from_log_snr(lambdas).tolist()
+    batch = x0.shape[0]
+
+    def draw() -> Tensor:
+        if noise is not None:
+            return noise
+        return torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+
+    def denoise(t: float, eps: Tensor) -> Tensor:
+        c = path.coefficients(t)
+        x_t = float(c.a) * x0 + float(c.s) * eps
+        return denoiser(x_t, torch.full((batch,), t, dtype=torch.float64))
+
+    with torch.no_grad():
+        diffusion = torch.zeros(batch, dtype=torch.float64, device=x0.device)
+        for t, lam, w in zip(times, lambdas.tolist(), weights.tolist(), strict=True):
+            error = (x0 - denoise(t, draw())).reshape(batch, -1).square().sum(dim=1)
+            diffusion = diffusion + 0.5 * w * np.exp(lam) * error.double()
+        sigma_min = path.sigma(path.t_min).item()
+        x0_hat = denoise(path.t_min, draw())
+        reconstruction = diag_gaussian_log_prob(
+            x0, x0_hat, torch.full_like(x0, 2.0 * np.log(sigma_min))
+        ).double()
+        c = path.coefficients(path.t_max)
+        prior = kl_diag_gaussians(
+            float(c.a) * x0,
+            torch.full_like(x0, 2.0 * np.log(float(c.s))),
+            torch.zeros_like(x0),
+            torch.full_like(x0, 2.0 * np.log(path.prior_std())),
+        ).double()
+    return ContinuousELBO(reconstruction, prior, diffusion, dim=x0[0].numel())
