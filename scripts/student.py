@@ -45,8 +45,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_YET_INSTRUMENTED = {
     "06_variational_diffusion",
     "07_parameterizations",
-    "08_score_based",
-    "09_guidance",
     "14_summary",
     "a2_notation_crosswalk",
 }
