@@ -42,10 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Chapters whose exercises do not follow the answer-key convention yet (file stems). The lead
 # removes each as its chapter lands; tests/test_student.py fails for a listed chapter that
 # already follows the convention, so the set cannot go stale.
-NOT_YET_INSTRUMENTED = {
-    "08_score_based",
-    "09_guidance",
-}
+NOT_YET_INSTRUMENTED: set[str] = set()
 COMPLETE = ".complete"  # marks a key that every chapter's run finished writing
 STUB_TAG = "udm-answer-stub"  # metadata key of the stub cells: {"udm-answer-stub": label}
 CELL_TIMEOUT_S = 600
