@@ -138,3 +138,30 @@ def test_bibliography_parses_and_every_key_is_unique() -> None:
     assert len(keys) == len(set(keys)), "duplicate bibliography keys"
     database = parse_file(str(ROOT / "book" / "references.bib"))
     assert sorted(database.entries) == sorted(keys)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_seeds_only_through_udm_seeds(path: Path) -> None:
+    """UDM_SEED must move every seed: chapters seed through udm.seeds only."""
+    source = "\n".join(
+        "".join(cell["source"])
+        for cell in json.loads(path.read_text())["cells"]
+        if cell["cell_type"] == "code"
+    )
+    direct = re.findall(
+        r"torch\.manual_seed\(|Generator\([^)]*\)\.manual_seed\(|np\.random\.default_rng\("
+        r"|np\.random\.seed\(",
+        source,
+    )
+    assert not direct, f"{path.name} seeds directly ({direct}): use udm.seeds"
+
+
+def test_only_the_introduction_mentions_the_source_notes() -> None:
+    """The book stands on its own: one passage in the introduction says where it comes from."""
+    pages = [*CHAPTERS, *(ROOT / "book").glob("*.md")]
+    mentions = {
+        page.name: count
+        for page in pages
+        if (count := page.read_text().lower().count("source note"))
+    }
+    assert mentions == {"intro.md": 1}, mentions
