@@ -35,13 +35,18 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
     assert not dirty, f"{path.name}: cells {dirty} carry outputs; run `make strip`"
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
-def test_notebook_seeds_and_uses_udm(path: Path) -> None:
-    source = "\n".join(
+def code_source(path: Path) -> str:
+    """The code cells of a notebook, joined."""
+    return "\n".join(
         "".join(cell["source"])
         for cell in json.loads(path.read_text())["cells"]
         if cell["cell_type"] == "code"
     )
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_notebook_seeds_and_uses_udm(path: Path) -> None:
+    source = code_source(path)
     assert "import udm" in source or "from udm" in source, f"{path.name} does not use udm"
     assert re.search(r"seed", source), f"{path.name} never fixes a random seed"
 
@@ -143,15 +148,10 @@ def test_bibliography_parses_and_every_key_is_unique() -> None:
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_chapter_seeds_only_through_udm_seeds(path: Path) -> None:
     """UDM_SEED must move every seed: chapters seed through udm.seeds only."""
-    source = "\n".join(
-        "".join(cell["source"])
-        for cell in json.loads(path.read_text())["cells"]
-        if cell["cell_type"] == "code"
-    )
     direct = re.findall(
         r"torch\.manual_seed\(|Generator\([^)]*\)\.manual_seed\(|np\.random\.default_rng\("
         r"|np\.random\.seed\(",
-        source,
+        code_source(path),
     )
     assert not direct, f"{path.name} seeds directly ({direct}): use udm.seeds"
 
