@@ -82,6 +82,23 @@ def test_straightness_of_a_curved_flow_matches_quadrature():
     assert exact > 0.05  # a flow that is visibly not straight
 
 
+def test_straightness_weights_steps_by_their_width_on_an_uneven_grid():
+    # The same curved flow as above on a grid crowded near t = 0: an unweighted mean over the
+    # steps would count the crowded end many times over.
+    sd = 0.3
+
+    def r(t):
+        return math.sqrt((1 - t) ** 2 * sd**2 + t**2)
+
+    def dr(t):
+        return (t - (1 - t) * sd**2) / r(t)
+
+    exact, _ = quad(lambda t: (dr(t) - (1 - sd)) ** 2, 0, 1)
+    t = _grid(4000).square()  # strictly decreasing from 1 to 0, steps from 5e-4 down to 6e-8
+    trajectory = torch.tensor([r(v) for v in t.tolist()], dtype=F64)[:, None, None]
+    assert flows.straightness(trajectory, t).item() == pytest.approx(exact, rel=1e-3)
+
+
 def test_straightness_bad_times():
     with pytest.raises(ValueError, match="times"):
         flows.straightness(torch.zeros(3, 2, 1), torch.tensor([0.0, 0.5, 1.0], dtype=F64))
