@@ -104,7 +104,52 @@ class SinusoidalTimeEmbedding(nn.Module):
         return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
-class TimeConditionedMLP(nn.Module):
+class _TimeAndLabelConditioned(nn.Module):
+    """What the book's denoiser networks share: a time embedding and an optional label embedding.
+
+    ``time_embed`` is a :class:`SinusoidalTimeEmbedding` followed by a small MLP of width
+    ``time_dim``; ``label_embed`` has ``n_classes + 1`` rows, the last one the null label
+    ("no label"), and its vector is added to the time embedding.
+    """
+
+    def __init__(self, time_dim: int, n_classes: int | None, time_scale: float) -> None:
+        super().__init__()
+        check_positive("time_scale", time_scale)
+        if n_classes is not None:
+            check_int_at_least("n_classes", n_classes, 1)
+        self.n_classes = n_classes
+        self.time_scale = time_scale
+        self.time_embed = nn.Sequential(
+            SinusoidalTimeEmbedding(time_dim),
+            nn.Linear(time_dim, time_dim),
+            nn.SiLU(),
+            nn.Linear(time_dim, time_dim),
+        )
+        self.label_embed = nn.Embedding(n_classes + 1, time_dim) if n_classes is not None else None
+
+    def _embedding(self, t: Tensor, y: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """Time embedding plus label embedding, shape (B, time_dim); checks t and y."""
+        check_batch_vector("t", t, batch)
+        _check_real("t", t)
+        embedding = self.time_embed(t * self.time_scale)
+        if self.label_embed is None:
+            if y is not None:
+                raise ValueError("y was given but this network was built with n_classes=None")
+            return embedding
+        if y is None:
+            y = torch.full((batch,), self.n_classes, dtype=torch.int64, device=device)
+        check_batch_vector("y", y, batch)
+        if y.dtype != torch.int64:
+            raise TypeError(f"y must have dtype torch.int64, got {y.dtype}")
+        if y.numel() and (y.min() < 0 or y.max() > self.n_classes):
+            raise ValueError(
+                f"y must hold labels in 0..{self.n_classes} ({self.n_classes} = no label), "
+                f"got values from {y.min().item()} to {y.max().item()}"
+            )
+        return embedding + self.label_embed(y)
+
+
+class TimeConditionedMLP(_TimeAndLabelConditioned):
     """A denoiser network ``f(x_t, t[, y]) -> (B, data_dim)`` for flattened data.
 
     The timestep is embedded by :class:`SinusoidalTimeEmbedding` (after multiplying by
@@ -130,22 +175,9 @@ class TimeConditionedMLP(nn.Module):
         n_classes: int | None = None,
         time_scale: float = 1.0,
     ) -> None:
-        super().__init__()
         check_int_at_least("data_dim", data_dim, 1)
-        check_positive("time_scale", time_scale)
-        if n_classes is not None:
-            check_int_at_least("n_classes", n_classes, 1)
+        super().__init__(time_dim, n_classes, time_scale)
         self.data_dim = data_dim
-        self.n_classes = n_classes
-        self.time_scale = time_scale
-        self.time_embed = nn.Sequential(
-            SinusoidalTimeEmbedding(time_dim),
-            nn.Linear(time_dim, time_dim),
-            nn.SiLU(),
-            nn.Linear(time_dim, time_dim),
-        )
-        # n_classes + 1 rows: the last one is the null label ("no label").
-        self.label_embed = nn.Embedding(n_classes + 1, time_dim) if n_classes is not None else None
         self.net = MLP(data_dim + time_dim, data_dim, hidden=hidden, depth=depth)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
@@ -161,24 +193,7 @@ class TimeConditionedMLP(nn.Module):
         """
         check_tensor("x", x, shape=(None, self.data_dim))
         _check_dtype(x, self)
-        check_batch_vector("t", t, x.shape[0])
-        _check_real("t", t)
-        embedding = self.time_embed(t * self.time_scale)
-        if self.label_embed is None:
-            if y is not None:
-                raise ValueError("y was given but this network was built with n_classes=None")
-        else:
-            if y is None:
-                y = torch.full((x.shape[0],), self.n_classes, dtype=torch.int64, device=x.device)
-            check_batch_vector("y", y, x.shape[0])
-            if y.dtype != torch.int64:
-                raise TypeError(f"y must have dtype torch.int64, got {y.dtype}")
-            if y.numel() and (y.min() < 0 or y.max() > self.n_classes):
-                raise ValueError(
-                    f"y must hold labels in 0..{self.n_classes} ({self.n_classes} = no label), "
-                    f"got values from {y.min().item()} to {y.max().item()}"
-                )
-            embedding = embedding + self.label_embed(y)
+        embedding = self._embedding(t, y, x.shape[0], x.device)
         return self.net(torch.cat([x, embedding], dim=1))
 
 
@@ -211,7 +226,7 @@ class _ResidualBlock(nn.Module):
         return out + self.skip(h)
 
 
-class SmallUNet(nn.Module):
+class SmallUNet(_TimeAndLabelConditioned):
     """A two-level U-Net for small images, with the flat interface of :class:`TimeConditionedMLP`.
 
     ``forward(x, t[, y])`` takes flattened images ``x`` of shape ``(B, C*H*W)`` (what
@@ -243,7 +258,6 @@ class SmallUNet(nn.Module):
         n_classes: int | None = None,
         time_scale: float = 1.0,
     ) -> None:
-        super().__init__()
         if not (
             isinstance(image_shape, tuple)
             and len(image_shape) == 3
@@ -255,21 +269,10 @@ class SmallUNet(nn.Module):
                 f"image_shape must have even H and W (one downsampling), got {image_shape}"
             )
         check_int_at_least("width", width, 1)
-        check_positive("time_scale", time_scale)
-        if n_classes is not None:
-            check_int_at_least("n_classes", n_classes, 1)
+        super().__init__(time_dim, n_classes, time_scale)
         channels = image_shape[0]
         self.image_shape = image_shape
         self.data_dim = math.prod(image_shape)
-        self.n_classes = n_classes
-        self.time_scale = time_scale
-        self.time_embed = nn.Sequential(
-            SinusoidalTimeEmbedding(time_dim),
-            nn.Linear(time_dim, time_dim),
-            nn.SiLU(),
-            nn.Linear(time_dim, time_dim),
-        )
-        self.label_embed = nn.Embedding(n_classes + 1, time_dim) if n_classes is not None else None
         self.stem = nn.Conv2d(channels, width, 3, padding=1)
         self.down_block = _ResidualBlock(width, width, time_dim)
         self.downsample = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
@@ -285,27 +288,6 @@ class SmallUNet(nn.Module):
         )
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
-
-    def _embedding(self, t: Tensor, y: Tensor | None, batch: int, device: torch.device) -> Tensor:
-        """Time embedding plus label embedding, shape (B, time_dim); checks t and y."""
-        check_batch_vector("t", t, batch)
-        _check_real("t", t)
-        embedding = self.time_embed(t * self.time_scale)
-        if self.label_embed is None:
-            if y is not None:
-                raise ValueError("y was given but this network was built with n_classes=None")
-            return embedding
-        if y is None:
-            y = torch.full((batch,), self.n_classes, dtype=torch.int64, device=device)
-        check_batch_vector("y", y, batch)
-        if y.dtype != torch.int64:
-            raise TypeError(f"y must have dtype torch.int64, got {y.dtype}")
-        if y.numel() and (y.min() < 0 or y.max() > self.n_classes):
-            raise ValueError(
-                f"y must hold labels in 0..{self.n_classes} ({self.n_classes} = no label), "
-                f"got values from {y.min().item()} to {y.max().item()}"
-            )
-        return embedding + self.label_embed(y)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """Apply the U-Net to flattened images ``x`` (B, C*H*W) at times ``t`` (B,); see the class.
