@@ -94,6 +94,8 @@ def sampler_overheads(repeats: int = 7) -> list[tuple[str, ...]]:
             denoiser, path, grid, x_init, generator
         ),
         "edm_stochastic": lambda: samplers.edm_stochastic(denoiser, path, grid, x_init, generator),
+        "dpm_solver (order 2)": lambda: samplers.dpm_solver(denoiser, path, grid, x_init, order=2),
+        "dpm_solver_2m": lambda: samplers.dpm_solver_2m(denoiser, path, grid, x_init),
     }
     rows, recorded = [], {}
     with torch.no_grad():
