@@ -426,6 +426,8 @@ def _wrong_value(value: Any, tolerance: exercises.Tolerance) -> tuple[Any, str]:
             return np.asarray(value) + 1, "wrong"
         if tolerance.close(2 * array, array):  # zero, or tiny next to the tolerance
             return value + 1 + 10 * tolerance.atol, "wrong"
+        if tolerance.close(2 * array, array**2) or tolerance.close(2 * array, np.sqrt(abs(array))):
+            return 2 * value, "wrong"  # near 2 (or 1/4), twice the answer is its square (root)
         return 2 * value, "x 2"
     if isinstance(value, sp.Basic):
         return (2 * value, "x 2") if value != 0 else (value + 1, "+ 1")
