@@ -62,9 +62,9 @@ def test_straightness_zero_for_straight_lines():
     assert flows.straightness(trajectory, t).abs().max() < 1e-12
 
 
-def test_straightness_of_a_curved_flow_matches_quadrature():
-    # The exact straight-line flow of N(0, sd^2) data: x_t = r(t) z, r = sqrt((1-t)^2 sd^2 + t^2).
-    sd = 0.3
+def _curved_flow(sd: float = 0.3):
+    """The exact straight-line flow of N(0, sd^2) data, x_t = r(t) z with
+    r = sqrt((1-t)^2 sd^2 + t^2), and its straightness per unit |z|^2 by quadrature."""
 
     def r(t):
         return math.sqrt((1 - t) ** 2 * sd**2 + t**2)
@@ -73,6 +73,11 @@ def test_straightness_of_a_curved_flow_matches_quadrature():
         return (t - (1 - t) * sd**2) / r(t)
 
     exact, _ = quad(lambda t: (dr(t) - (1 - sd)) ** 2, 0, 1)
+    return r, exact
+
+
+def test_straightness_of_a_curved_flow_matches_quadrature():
+    r, exact = _curved_flow()
     t = _grid(4000)
     z = torch.tensor([[1.0], [-2.0]], dtype=F64)
     trajectory = torch.tensor([r(v) for v in t.tolist()], dtype=F64)[:, None, None] * z
@@ -85,15 +90,7 @@ def test_straightness_of_a_curved_flow_matches_quadrature():
 def test_straightness_weights_steps_by_their_width_on_an_uneven_grid():
     # The same curved flow as above on a grid crowded near t = 0: an unweighted mean over the
     # steps would count the crowded end many times over.
-    sd = 0.3
-
-    def r(t):
-        return math.sqrt((1 - t) ** 2 * sd**2 + t**2)
-
-    def dr(t):
-        return (t - (1 - t) * sd**2) / r(t)
-
-    exact, _ = quad(lambda t: (dr(t) - (1 - sd)) ** 2, 0, 1)
+    r, exact = _curved_flow()
     t = _grid(4000).square()  # strictly decreasing from 1 to 0, steps from 5e-4 down to 6e-8
     trajectory = torch.tensor([r(v) for v in t.tolist()], dtype=F64)[:, None, None]
     assert flows.straightness(trajectory, t).item() == pytest.approx(exact, rel=1e-3)
